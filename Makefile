@@ -1,0 +1,32 @@
+# embedops: one entry point for setup, tests and checks, used locally and in CI.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup test test-fast check lint typecheck bench clean
+
+setup:  ## fresh .venv with the pinned dependencies (torch first: the CPU wheel)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+
+test:  ## the whole suite: unit, integration (real model) and quality (shared data)
+	$(PY) -m pytest
+
+test-fast:  ## unit tests only (fake embedder)
+	$(PY) -m pytest -m "not integration and not quality"
+
+lint:
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
+
+typecheck:
+	$(PY) -m mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf .embedops .pytest_cache .mypy_cache .ruff_cache

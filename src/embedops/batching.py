@@ -1,0 +1,40 @@
+"""Token-budget batching: group texts of similar length so little compute goes to padding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def token_batches(lengths: Sequence[int], budget: int, max_rows: int = 1024) -> list[list[int]]:
+    """Split row indices into batches whose padded size fits a token budget.
+
+    Rows are sorted by length (longest first), then cut so that
+    ``len(batch) * longest_in_batch <= budget`` (a single row longer than the budget still
+    gets a batch of its own) and no batch has more than ``max_rows`` rows.
+
+    Args:
+        lengths: token length of each row (already capped at the model's limit).
+        budget: tokens per batch, padding included.
+        max_rows: upper bound on rows per batch.
+
+    Returns:
+        Lists of indices into ``lengths``; every index appears exactly once.
+
+    Example:
+        >>> token_batches([3, 10, 4, 9], budget=20)
+        [[1, 3], [2, 0]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        if current and ((len(current) + 1) * longest > budget or len(current) >= max_rows):
+            batches.append(current)
+            current = []
+        if not current:
+            longest = max(1, lengths[i])
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches

@@ -1,0 +1,362 @@
+"""Validation and cleaning of input records, and the quarantine of rows that cannot be embedded.
+
+Each record either becomes a ``CleanRow`` (id, text, content hash, kept metadata) or a
+``QuarantineRecord`` with one reason code from ``Reason``. Cleaning steps that change text
+without rejecting it (markup, control characters, Unicode and whitespace normalisation) are
+counted in ``CleanStats``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import math
+import re
+import string
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any
+
+from embedops.errors import ConfigError, MissingField
+from embedops.sources import SourceBatch
+
+
+class Reason(StrEnum):
+    """Why a row was quarantined."""
+
+    MISSING_ID = "missing_id"
+    INVALID_ID = "invalid_id"
+    DUPLICATE_ID = "duplicate_id"
+    MISSING_TEXT = "missing_text"
+    EMPTY_TEXT = "empty_text"
+    NON_STRING_TEXT = "non_string_text"
+    INVALID_UTF8 = "invalid_utf8"
+    EMBED_FAILED = "embed_failed"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """Which fields make the id, the text and the kept metadata.
+
+    Exactly one of ``text_field`` and ``template`` is set. ``template`` is a Python format
+    string over field names, e.g. ``"{title}. {description}"``.
+    """
+
+    text_field: str | None = None
+    template: str | None = None
+    id_field: str | None = None
+    keep: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.text_field is None) == (self.template is None):
+            raise ConfigError("give exactly one of --text-field and --template")
+        if self.template is not None:
+            _ = self.template_fields
+
+    @property
+    def template_fields(self) -> tuple[str, ...]:
+        """Field names the template uses, in order."""
+        if self.template is None:
+            return ()
+        names: list[str] = []
+        try:
+            for _, name, spec, conv in string.Formatter().parse(self.template):
+                if name is None:
+                    continue
+                if not name or not name.isidentifier() or spec or conv:
+                    raise ConfigError(
+                        f"template field {{{name}}} is not a plain field name; "
+                        "write fields as {name}, e.g. '{title}. {description}'"
+                    )
+                names.append(name)
+        except ValueError as exc:
+            raise ConfigError(f"template {self.template!r} is not valid: {exc}") from exc
+        if not names:
+            raise ConfigError(f"template {self.template!r} names no field, e.g. '{{title}}'")
+        return tuple(dict.fromkeys(names))
+
+    @property
+    def text_fields(self) -> tuple[str, ...]:
+        return (self.text_field,) if self.text_field is not None else self.template_fields
+
+    def check(self, fields: list[str], path: Path) -> None:
+        """Raise ``MissingField`` if a named field is not among the input's ``fields``."""
+        wanted = [("id", self.id_field)] if self.id_field else []
+        wanted += [("text", f) for f in self.text_fields]
+        wanted += [("keep", f) for f in self.keep]
+        for role, name in wanted:
+            if name not in fields:
+                raise MissingField(
+                    f"{path}: {role} field {name!r} is not in the input; "
+                    f"fields found: {', '.join(fields) or '(none)'}"
+                )
+
+
+@dataclass(frozen=True)
+class CleanOptions:
+    """Switches of the cleaning steps.
+
+    Attributes:
+        normalize: Unicode NFKC and whitespace normalisation.
+        strip_markup: remove HTML tags, decode HTML entities (also AG News style ``#36;``),
+            and replace stray backslashes with spaces.
+    """
+
+    normalize: bool = True
+    strip_markup: bool = True
+
+
+@dataclass(frozen=True)
+class CleanRow:
+    """A record ready to embed."""
+
+    row: int
+    id: str
+    text: str
+    content_hash: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class QuarantineRecord:
+    """A record that cannot be embedded, with why and its original values."""
+
+    row: int
+    id: str | None
+    reason: Reason
+    detail: str
+    values: dict[str, Any]
+
+    def to_json(self, source: Path) -> str:
+        return json.dumps(
+            {
+                "source": str(source),
+                "row": self.row,
+                "id": self.id,
+                "reason": self.reason.value,
+                "detail": self.detail,
+                "values": _jsonable(self.values),
+            },
+            ensure_ascii=False,
+        )
+
+
+@dataclass
+class CleanStats:
+    """How many rows each cleaning step changed (a row can count in several)."""
+
+    markup: int = 0
+    control_chars: int = 0
+    normalized: int = 0
+
+    def add(self, other: CleanStats) -> None:
+        self.markup += other.markup
+        self.control_chars += other.control_chars
+        self.normalized += other.normalized
+
+
+_SURROGATES = re.compile("[\udc80-\udcff]")
+_BARE_NUMERIC_ENTITY = re.compile(r"(?<![&\w])#(\d{1,7}|x[0-9a-fA-F]{1,6});")
+_BARE_NAMED_ENTITY = re.compile(r"(?<![&\w])(quot|amp|lt|gt|nbsp|apos);")
+_TAG = re.compile(r"</?[A-Za-z][^<>]{0,500}>")
+_BACKSLASHES = re.compile(r"\\+")
+# C0 and C1 control characters, except tab, newline and carriage return.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_SPACES = re.compile(r"\s+")
+
+
+def clean_text(text: str, options: CleanOptions, stats: CleanStats) -> str:
+    """Apply the cleaning steps to one text, counting in ``stats`` what changed."""
+    out = _CONTROL.sub(" ", text)
+    if out != text:
+        stats.control_chars += 1
+    if options.strip_markup:
+        before = out
+        if "#" in out or ";" in out:
+            out = _BARE_NUMERIC_ENTITY.sub(r"&#\1;", out)
+            out = _BARE_NAMED_ENTITY.sub(r"&\1;", out)
+        if "&" in out:
+            out = html.unescape(out)
+        if "<" in out:
+            out = _TAG.sub(" ", out)
+        if "\\" in out:
+            out = _BACKSLASHES.sub(" ", out)
+        # Entities such as &#0; decode to control characters.
+        out = _CONTROL.sub(" ", out)
+        if out != before:
+            stats.markup += 1
+    if options.normalize:
+        before = out
+        out = _SPACES.sub(" ", unicodedata.normalize("NFKC", out)).strip()
+        if out != before:
+            stats.normalized += 1
+    return out
+
+
+def content_hash(text: str) -> str:
+    """Stable hash of a cleaned text: the key for change detection and the embedding cache."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+class Cleaner:
+    """Validates and cleans the batches of one input; remembers ids to find duplicates.
+
+    Args:
+        spec: which fields to use.
+        options: cleaning switches.
+    """
+
+    def __init__(self, spec: FieldSpec, options: CleanOptions) -> None:
+        self.spec = spec
+        self.options = options
+        self.stats = CleanStats()
+        self._seen: dict[str, int] = {}
+
+    def clean(self, batch: SourceBatch) -> tuple[list[CleanRow], list[QuarantineRecord]]:
+        """Split one batch into rows to embed and rows to quarantine."""
+        spec = self.spec
+        names = list(batch.records.schema.names)
+        columns = {name: batch.values(name) for name in names}
+        for name in (*spec.text_fields, *spec.keep, *([spec.id_field] if spec.id_field else [])):
+            if name not in columns:
+                columns[name] = [None] * batch.num_rows
+        good: list[CleanRow] = []
+        bad: list[QuarantineRecord] = []
+        for i in range(batch.num_rows):
+            row = batch.first_row + i
+            record = {name: values[i] for name, values in columns.items()}
+            outcome = self._clean_record(row, record)
+            (good if isinstance(outcome, CleanRow) else bad).append(outcome)  # type: ignore[arg-type]
+        return good, bad
+
+    def _clean_record(self, row: int, record: dict[str, Any]) -> CleanRow | QuarantineRecord:
+        spec = self.spec
+
+        def reject(reason: Reason, detail: str, item_id: str | None) -> QuarantineRecord:
+            return QuarantineRecord(row, item_id, reason, detail, record)
+
+        if spec.id_field is None:
+            item_id = str(row)
+        else:
+            raw_id = record.get(spec.id_field)
+            if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
+                return reject(Reason.MISSING_ID, f"field {spec.id_field!r} is empty", None)
+            if isinstance(raw_id, bool) or not isinstance(raw_id, str | int | float) or (
+                isinstance(raw_id, float) and not math.isfinite(raw_id)
+            ):
+                return reject(
+                    Reason.INVALID_ID,
+                    f"field {spec.id_field!r} holds {type(raw_id).__name__}, "
+                    "expected a string or number",
+                    None,
+                )
+            item_id = str(raw_id).strip()
+            if _SURROGATES.search(item_id):
+                return reject(
+                    Reason.INVALID_ID, f"field {spec.id_field!r} is not valid UTF-8", None
+                )
+            first = self._seen.get(item_id)
+            if first is not None:
+                return reject(
+                    Reason.DUPLICATE_ID, f"id {item_id!r} already used by row {first}", item_id
+                )
+            self._seen[item_id] = row
+
+        if spec.text_field is not None:
+            value = record.get(spec.text_field)
+            if value is None:
+                return reject(Reason.MISSING_TEXT, f"field {spec.text_field!r} is missing",
+                              item_id)
+            if not isinstance(value, str):
+                return reject(
+                    Reason.NON_STRING_TEXT,
+                    f"field {spec.text_field!r} holds {type(value).__name__}, expected text",
+                    item_id,
+                )
+            parts = {spec.text_field: value}
+        else:
+            parts = {}
+            for name in spec.template_fields:
+                value = record.get(name)
+                if value is None:
+                    value = ""
+                elif isinstance(value, bool | int | float) and not isinstance(value, bool):
+                    value = str(value)
+                elif not isinstance(value, str):
+                    return reject(
+                        Reason.NON_STRING_TEXT,
+                        f"field {name!r} holds {type(value).__name__}, expected text",
+                        item_id,
+                    )
+                parts[name] = value
+            if not any(v.strip() for v in parts.values()):
+                names = ", ".join(repr(n) for n in spec.template_fields)
+                return reject(Reason.MISSING_TEXT, f"fields {names} are all empty", item_id)
+        for name, value in parts.items():
+            if _SURROGATES.search(value):
+                return reject(Reason.INVALID_UTF8, f"field {name!r} is not valid UTF-8", item_id)
+        raw_text = parts[spec.text_field] if spec.text_field else spec.template.format(**parts)  # type: ignore[union-attr]
+        if not raw_text.strip():
+            return reject(Reason.EMPTY_TEXT, "text is empty or whitespace only", item_id)
+        text = clean_text(raw_text, self.options, self.stats)
+        if not text.strip():
+            return reject(Reason.EMPTY_TEXT, "text is empty after cleaning", item_id)
+        metadata = {name: _metadata_value(record.get(name)) for name in spec.keep}
+        return CleanRow(row, item_id, text, content_hash(text), metadata)
+
+
+def _metadata_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, str):
+        # Show invalid bytes as \xNN instead of dropping them.
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return str(value)
+
+
+class QuarantineWriter:
+    """Appends quarantined rows to a JSONL file, created on the first row."""
+
+    def __init__(self, path: Path, source: Path) -> None:
+        self.path = path
+        self.source = source
+        self.count = 0
+        self.reasons: Counter[str] = Counter()
+        self._fh: IO[str] | None = None
+
+    def write(self, records: list[QuarantineRecord]) -> None:
+        if not records:
+            return
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("a", encoding="utf-8")
+        for record in records:
+            self._fh.write(record.to_json(self.source) + "\n")
+            self.reasons[record.reason.value] += 1
+        self.count += len(records)
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None

@@ -1,0 +1,246 @@
+"""The ``embedops`` command line: a thin layer over ``EmbeddingProcessor``.
+
+Errors print one line to stderr and exit with the error's own code (see ``embedops.errors``);
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from embedops.config import Settings
+from embedops.errors import EmbedopsError
+from embedops.logs import configure_logging
+
+app = typer.Typer(
+    name="embedops",
+    help="Turn records into embeddings and keep them useful.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+logger = logging.getLogger(__name__)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+T = TypeVar("T")
+
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option("--store", help="Store directory [env: EMBEDOPS_STORE; default ./.embedops]."),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", help="Model alias, directory or cached HF id [env: EMBEDOPS_MODEL]."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+class _State:
+    debug = False
+
+
+def _settings(store: Path | None, model: str | None, **extra: Any) -> Settings:
+    values: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
+    if store is not None:
+        values["store"] = store
+    if model is not None:
+        values["model"] = model
+    try:
+        return Settings(**values)
+    except Exception as exc:  # pydantic ValidationError, reported as a config error
+        from embedops.errors import ConfigError
+
+        raise ConfigError(f"invalid setting: {exc}".splitlines()[0]) from exc
+
+
+def _guard(action: Callable[[], T]) -> T:
+    """Run a command body; turn embedops errors into one line and an exit code."""
+    try:
+        return action()
+    except EmbedopsError as exc:
+        if _State.debug:
+            raise
+        err.print(f"error: {exc}", highlight=False, markup=False, style="red")
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+
+
+@app.callback()
+def _main(
+    log_level: Annotated[str, typer.Option(help="Log level: DEBUG, INFO, WARNING, ERROR.")] = (
+        "WARNING"
+    ),
+    log_json: Annotated[bool, typer.Option("--log-json", help="Log as JSON lines.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """embedops: embeddings for records, offline and reproducible."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _State.debug = debug
+    configure_logging("DEBUG" if debug else log_level, log_json)
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+@app.command()
+def embed(
+    source: Annotated[Path, typer.Argument(help="CSV, TSV, JSONL or Parquet file.")],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection name.")],
+    text_field: Annotated[str | None, typer.Option(help="Field holding the text.")] = None,
+    template: Annotated[
+        str | None, typer.Option(help="Text from several fields, e.g. '{title}. {body}'.")
+    ] = None,
+    id_field: Annotated[
+        str | None, typer.Option(help="Field holding the id [default: 1-based row number].")
+    ] = None,
+    keep: Annotated[str | None, typer.Option(help="Fields to store as metadata: a,b,c.")] = None,
+    columns: Annotated[
+        str | None, typer.Option(help="Field names of a headerless CSV/TSV file: a,b,c.")
+    ] = None,
+    format: Annotated[
+        str | None, typer.Option("--format", help="csv, tsv, jsonl or parquet.")
+    ] = None,
+    normalize: Annotated[
+        bool, typer.Option(help="Unicode NFKC and whitespace normalisation.")
+    ] = True,
+    strip_markup: Annotated[
+        bool, typer.Option(help="Remove HTML tags/entities and stray backslashes.")
+    ] = True,
+    batch_tokens: Annotated[
+        int | None, typer.Option(help="Token budget per inference batch.")
+    ] = None,
+    store: StoreOpt = None,
+    model: ModelOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Embed the records of a file into a collection (unchanged rows are skipped)."""
+    from embedops.processor import EmbeddingProcessor
+    from embedops.progress import RichProgress
+
+    def run() -> None:
+        settings = _settings(store, model, batch_tokens=batch_tokens)
+        with EmbeddingProcessor(settings=settings) as processor:
+            report = processor.process(
+                source,
+                collection=collection,
+                text_field=text_field,
+                template=template,
+                id_field=id_field,
+                keep=_split(keep),
+                columns=_split(columns) or None,
+                format=format,
+                normalize=normalize,
+                strip_markup=strip_markup,
+                progress=RichProgress(f"embed {source.name}", console=err, enabled=not quiet),
+            )
+        if json_out:
+            out.print_json(json.dumps(report.to_dict()))
+            return
+        out.print(
+            f"{report.read:,} read: {report.embedded:,} embedded, {report.unchanged:,} "
+            f"unchanged, {report.quarantined:,} quarantined in {report.seconds:.1f}s "
+            f"({report.rows_per_second:,.0f} rows/s) -> {report.collection} "
+            f"[{report.model_version}]",
+            highlight=False,
+            markup=False,
+        )
+        if report.quarantine_path:
+            reasons = ", ".join(f"{k}={v}" for k, v in report.reasons.items())
+            out.print(
+                f"quarantine: {report.quarantine_path} ({reasons})", highlight=False, markup=False
+            )
+
+    _guard(run)
+
+
+def _print_hits(hits: list[tuple[str, float]], json_out: bool, title: str) -> None:
+    if json_out:
+        out.print_json(json.dumps([{"id": i, "score": round(s, 6)} for i, s in hits]))
+        return
+    table = Table(title=title)
+    table.add_column("#", justify="right")
+    table.add_column("id")
+    table.add_column("score", justify="right")
+    for rank, (item_id, score) in enumerate(hits, start=1):
+        table.add_row(str(rank), item_id, f"{score:.4f}")
+    out.print(table)
+
+
+@app.command()
+def similar(
+    collection: Annotated[str, typer.Argument(help="Collection name.")],
+    item_id: Annotated[str, typer.Argument(help="Id of a stored item.")],
+    k: Annotated[int, typer.Option("-k", help="How many neighbours.")] = 10,
+    store: StoreOpt = None,
+    model: ModelOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The stored items most similar to a stored item (the item itself left out)."""
+    from embedops.processor import EmbeddingProcessor
+
+    def run() -> None:
+        with EmbeddingProcessor(settings=_settings(store, model)) as processor:
+            hits = processor.most_similar(collection, item_id=item_id, k=k)
+        _print_hits(hits, json_out, f"most similar to {item_id} in {collection}")
+
+    _guard(run)
+
+
+@app.command()
+def search(
+    collection: Annotated[str, typer.Argument(help="Collection name.")],
+    query: Annotated[str, typer.Argument(help="Free-text query.")],
+    k: Annotated[int, typer.Option("-k", help="How many results.")] = 10,
+    store: StoreOpt = None,
+    model: ModelOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The stored items closest to a free-text query."""
+    from embedops.processor import EmbeddingProcessor
+
+    def run() -> None:
+        with EmbeddingProcessor(settings=_settings(store, model)) as processor:
+            hits = processor.search(collection, query, k=k)
+        _print_hits(hits, json_out, f"{collection}: {query}")
+
+    _guard(run)
+
+
+@app.command()
+def compare(
+    text_a: Annotated[str, typer.Argument(help="First text.")],
+    text_b: Annotated[str, typer.Argument(help="Second text.")],
+    store: StoreOpt = None,
+    model: ModelOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Cosine similarity of two texts."""
+    from embedops.processor import EmbeddingProcessor
+
+    def run() -> None:
+        processor = EmbeddingProcessor(settings=_settings(store, model))
+        score = processor.similarity(text_a, text_b)
+        if json_out:
+            out.print_json(json.dumps({"a": text_a, "b": text_b, "cosine": round(score, 6)}))
+        else:
+            out.print(f"{score:.4f}", highlight=False)
+
+    _guard(run)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

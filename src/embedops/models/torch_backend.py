@@ -1,0 +1,71 @@
+"""The reference backend: sentence-transformers on PyTorch, CPU."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from embedops.errors import ModelLoadError
+from embedops.models.base import ModelSpec
+from embedops.models.tokens import TokenCounter
+
+logger = logging.getLogger(__name__)
+
+
+class SentenceTransformerBackend:
+    """Embeds with ``SentenceTransformer.encode(normalize_embeddings=True)``.
+
+    Constructing it is cheap (tokenizer only); the model loads on the first ``embed`` call, so
+    a run that finds every row unchanged never pays for it. ``load()`` loads it explicitly.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self._spec = spec
+        self._tokens = TokenCounter(spec)
+        self._model: Any = None
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self._spec
+
+    def load(self) -> None:
+        """Load the model now (idempotent)."""
+        if self._model is not None:
+            return
+        try:
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+        except ImportError as exc:
+            raise ModelLoadError(
+                "the torch backend needs sentence-transformers; run: make setup"
+            ) from exc
+        hf_logging.disable_progress_bar()
+        logger.info("loading model %s from %s", self._spec.name, self._spec.path)
+        try:
+            self._model = SentenceTransformer(str(self._spec.path), device="cpu")
+        except Exception as exc:  # torch/transformers raise many types for a bad directory
+            raise ModelLoadError(
+                f"cannot load model from {self._spec.path} ({type(exc).__name__}: {exc}); "
+                "check that the directory is a complete sentence-transformers model"
+            ) from exc
+        self._model.max_seq_length = self._spec.max_tokens
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self._tokens.count(texts)
+
+    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        if not texts:
+            return np.zeros((0, self._spec.dim), dtype=np.float32)
+        self.load()
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=len(texts),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -1,0 +1,306 @@
+"""The run loop: read, clean, skip unchanged, batch by tokens, embed, store, report.
+
+Rows flow in windows of ``sort_window`` rows. Each window is sorted by token length, cut into
+token-budget batches, embedded, and written to the store in one commit, so memory is bounded by
+the window, not the input.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from embedops.batching import token_batches
+from embedops.cleaning import (
+    CleanOptions,
+    Cleaner,
+    CleanRow,
+    FieldSpec,
+    QuarantineRecord,
+    QuarantineWriter,
+    Reason,
+)
+from embedops.errors import MemoryPressure, ModelError
+from embedops.models.base import Embedder
+from embedops.sources import Source
+from embedops.store import Writer
+
+logger = logging.getLogger(__name__)
+
+
+class Progress(Protocol):
+    """Receives progress while a run goes on (the CLI draws a rich progress bar)."""
+
+    def start(self, total: int, unit: str) -> None: ...
+
+    def update(self, position: int, rows: int) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class RunReport:
+    """What a run did. Always ``read == embedded + unchanged + quarantined``.
+
+    Attributes:
+        read: records read from the source.
+        embedded: rows written with a fresh vector (``cache_hits`` of them reused the vector of
+            an identical text embedded earlier in the run).
+        unchanged: rows already stored with the same content hash, not embedded again.
+        quarantined: rows written to the quarantine file; ``reasons`` counts them by reason.
+        truncated: embedded rows whose text exceeded the model's token limit.
+        cleaned: rows changed by each cleaning step.
+    """
+
+    source: str
+    collection: str
+    model_version: str
+    store: str
+    quarantine_path: str | None = None
+    read: int = 0
+    embedded: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    cache_hits: int = 0
+    truncated: int = 0
+    cleaned: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    seconds: float = 0.0
+    rows_per_second: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Tuning of one run."""
+
+    batch_tokens: int = 16384
+    sort_window: int = 4096
+    cache_size: int = 65536
+    max_batch_rows: int = 1024
+
+
+class VectorCache:
+    """Vectors of texts embedded in this run, keyed by content hash (bounded, LRU).
+
+    The cache lives for one run and one model version, so the hash alone is the key.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
+
+    def get(self, key: str) -> NDArray[np.float32] | None:
+        vector = self._items.get(key)
+        if vector is not None:
+            self._items.move_to_end(key)
+        return vector
+
+    def put(self, key: str, vector: NDArray[np.float32]) -> None:
+        self._items[key] = vector
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+
+class Run:
+    """One pass of a source into a collection. Use ``execute()`` once."""
+
+    def __init__(
+        self,
+        *,
+        source: Source,
+        spec: FieldSpec,
+        clean: CleanOptions,
+        embedder: Embedder,
+        writer: Writer,
+        quarantine: QuarantineWriter,
+        report: RunReport,
+        options: RunOptions,
+        progress: Progress | None = None,
+    ) -> None:
+        self.source = source
+        self.cleaner = Cleaner(spec, clean)
+        self.embedder = embedder
+        self.writer = writer
+        self.quarantine = quarantine
+        self.report = report
+        self.options = options
+        self.progress = progress
+        self.cache = VectorCache(options.cache_size)
+        self._stored: dict[str, str] = {}
+        self._window: list[CleanRow] = []
+        self._position = 0
+
+    def execute(self) -> RunReport:
+        started = time.perf_counter()
+        report = self.report
+        with self.writer.lock():
+            self._stored = self.writer.hashes()
+            if self.progress:
+                self.progress.start(self.source.total, self.source.unit)
+            try:
+                for batch in self.source.batches():
+                    report.read += batch.num_rows
+                    good, bad = self.cleaner.clean(batch)
+                    self._quarantine(bad)
+                    for row in good:
+                        if self._stored.get(row.id) == row.content_hash:
+                            report.unchanged += 1
+                        else:
+                            self._window.append(row)
+                    if len(self._window) >= self.options.sort_window:
+                        self._flush()
+                    self._position = batch.position
+                    self._tick()
+                self._flush()
+                self._tick()
+            finally:
+                self.quarantine.close()
+                if self.progress:
+                    self.progress.stop()
+        stats = self.cleaner.stats
+        report.cleaned = {
+            "markup": stats.markup,
+            "control_chars": stats.control_chars,
+            "normalized": stats.normalized,
+        }
+        report.reasons = dict(sorted(self.quarantine.reasons.items()))
+        report.quarantine_path = str(self.quarantine.path) if self.quarantine.count else None
+        report.seconds = round(time.perf_counter() - started, 3)
+        report.rows_per_second = round(report.read / report.seconds, 1) if report.seconds else 0.0
+        return report
+
+    def _tick(self, in_flight: int = 0) -> None:
+        """Report progress: rows finished, and the source position scaled to match."""
+        if not self.progress:
+            return
+        r = self.report
+        done = r.embedded + r.unchanged + r.quarantined + in_flight
+        position = int(self._position * done / r.read) if r.read else 0
+        self.progress.update(position, done)
+
+    def _quarantine(self, records: list[QuarantineRecord]) -> None:
+        self.quarantine.write(records)
+        self.report.quarantined += len(records)
+
+    def _flush(self) -> None:
+        rows, self._window = self._window, []
+        if not rows:
+            return
+        vectors: dict[str, NDArray[np.float32]] = {}
+        todo: dict[str, str] = {}
+        for row in rows:
+            cached = self.cache.get(row.content_hash)
+            if cached is not None:
+                vectors[row.content_hash] = cached
+            else:
+                todo.setdefault(row.content_hash, row.text)
+        failed = self._embed_unique(todo, vectors)
+        keep: list[CleanRow] = []
+        rejected: list[QuarantineRecord] = []
+        for row in rows:
+            if row.content_hash in failed:
+                rejected.append(
+                    QuarantineRecord(
+                        row.row, row.id, Reason.EMBED_FAILED, failed[row.content_hash],
+                        {"id": row.id, "text": row.text},
+                    )
+                )
+            else:
+                keep.append(row)
+        self._quarantine(rejected)
+        self.report.cache_hits += len(keep) - (len(todo) - len(failed))
+        if not keep:
+            return
+        self.writer.write(
+            ids=[r.id for r in keep],
+            vectors=np.stack([vectors[r.content_hash] for r in keep]),
+            texts=[r.text for r in keep],
+            hashes=[r.content_hash for r in keep],
+            metadata={name: [r.metadata[name] for r in keep] for name in self.cleaner.spec.keep},
+            replace={r.id for r in keep if r.id in self._stored},
+        )
+        for r in keep:
+            self._stored[r.id] = r.content_hash
+        self.report.embedded += len(keep)
+
+    def _embed_unique(
+        self, todo: dict[str, str], vectors: dict[str, NDArray[np.float32]]
+    ) -> dict[str, str]:
+        """Embed each distinct text once; return ``hash -> error`` for texts that failed."""
+        if not todo:
+            return {}
+        keys = list(todo)
+        texts = [todo[k] for k in keys]
+        limit = self.embedder.spec.max_tokens
+        lengths = self.embedder.count_tokens(texts)
+        self.report.truncated += sum(n > limit for n in lengths)
+        failed: dict[str, str] = {}
+        done = 0
+        for batch in token_batches(
+            [min(n, limit) for n in lengths], self.options.batch_tokens,
+            self.options.max_batch_rows,
+        ):
+            self.report.batches += 1
+            batch_texts = [texts[i] for i in batch]
+            for i, (vector, error) in zip(batch, self._embed(batch_texts), strict=True):
+                if error is not None:
+                    failed[keys[i]] = error
+                else:
+                    assert vector is not None
+                    vectors[keys[i]] = vector
+                    self.cache.put(keys[i], vector)
+            done += len(batch)
+            self._tick(in_flight=done)
+        if len(failed) == len(keys) and len(keys) > 1:
+            sample = next(iter(failed.values()))
+            raise ModelError(f"the model failed on every text of a batch ({sample})")
+        return failed
+
+    def _embed(
+        self, texts: Sequence[str]
+    ) -> list[tuple[NDArray[np.float32] | None, str | None]]:
+        """Embed ``texts``; on MemoryError halve the batch, on other errors find the bad rows."""
+        try:
+            matrix = self.embedder.embed(texts)
+        except MemoryError as exc:
+            if len(texts) == 1:
+                raise MemoryPressure(
+                    f"out of memory embedding a single text even after halving the batch; "
+                    f"lower --batch-tokens (now {self.options.batch_tokens}) or free memory"
+                ) from exc
+            logger.warning("MemoryError on a batch of %d texts; halving it", len(texts))
+            return self._halves(texts)
+        except (ValueError, RuntimeError) as exc:
+            if len(texts) == 1:
+                return [(None, f"{type(exc).__name__}: {exc}")]
+            return self._halves(texts)
+        finite = np.isfinite(matrix).all(axis=1)
+        return [
+            (matrix[i], None) if finite[i] else (None, "the model returned a non-finite vector")
+            for i in range(len(texts))
+        ]
+
+    def _halves(
+        self, texts: Sequence[str]
+    ) -> list[tuple[NDArray[np.float32] | None, str | None]]:
+        mid = len(texts) // 2
+        return self._embed(texts[:mid]) + self._embed(texts[mid:])
+
+
+def quarantine_path(store: Path, collection: str, stamp: str) -> Path:
+    """Where a run's quarantined rows go: ``<store>/quarantine/<collection>-<stamp>.jsonl``."""
+    return store / "quarantine" / f"{collection}-{stamp}.jsonl"
+

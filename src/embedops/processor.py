@@ -1,0 +1,238 @@
+"""``EmbeddingProcessor``: the library's front door."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+from numpy.typing import NDArray
+
+from embedops.cleaning import CleanOptions, FieldSpec, QuarantineWriter
+from embedops.config import Settings
+from embedops.errors import ConfigError
+from embedops.models.base import Embedder
+from embedops.models.loader import load_embedder
+from embedops.pipeline import Progress, Run, RunOptions, RunReport, quarantine_path
+from embedops.sources import open_source
+from embedops.store import Collection, VectorStore, check_collection_name
+
+logger = logging.getLogger(__name__)
+
+
+class EmbeddingProcessor:
+    """Turns records into stored embeddings and answers similarity questions about them.
+
+    Construction is cheap; the store opens on ``open()`` (or ``with``), and the model's weights
+    load on the first text that needs embedding.
+
+    Args:
+        store: store directory (default: ``settings.store``, i.e. ``EMBEDOPS_STORE`` or
+            ``./.embedops``).
+        model: model alias, local directory or cached Hugging Face id.
+        backend: inference backend (``torch``).
+        embedder: an ``Embedder`` to use instead of loading ``model`` (e.g. a fake in tests).
+        settings: the remaining settings; read from ``EMBEDOPS_*`` when omitted.
+
+    Example:
+        >>> with EmbeddingProcessor(store="./embeddings") as p:  # doctest: +SKIP
+        ...     report = p.process("items.jsonl", collection="items", id_field="id",
+        ...                        text_field="text")
+        ...     p.most_similar("items", item_id="42", k=10)
+    """
+
+    def __init__(
+        self,
+        *,
+        store: str | Path | None = None,
+        model: str | None = None,
+        backend: str | None = None,
+        embedder: Embedder | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.store_path = Path(store) if store is not None else self.settings.store
+        self.model = model or self.settings.model
+        self.backend = backend or self.settings.backend
+        self._embedder = embedder
+        self._store: VectorStore | None = None
+
+    def __enter__(self) -> EmbeddingProcessor:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Open the store (idempotent)."""
+        if self._store is None:
+            self._store = VectorStore(self.store_path)
+
+    def close(self) -> None:
+        """Release the store handle."""
+        self._store = None
+
+    @property
+    def embedder(self) -> Embedder:
+        """The active backend (resolved on first use; weights load on first embed)."""
+        if self._embedder is None:
+            self._embedder = load_embedder(self.model, self.backend)
+        return self._embedder
+
+    @property
+    def model_version(self) -> str:
+        """The version string that names this model's vectors in the store."""
+        return self.embedder.spec.version
+
+    @property
+    def store(self) -> VectorStore:
+        self.open()
+        assert self._store is not None
+        return self._store
+
+    def process(
+        self,
+        source: str | Path,
+        *,
+        collection: str,
+        text_field: str | None = None,
+        template: str | None = None,
+        id_field: str | None = None,
+        keep: Sequence[str] = (),
+        columns: Sequence[str] | None = None,
+        format: str | None = None,
+        normalize: bool = True,
+        strip_markup: bool = True,
+        progress: Progress | None = None,
+    ) -> RunReport:
+        """Embed the records of a file into ``collection``.
+
+        Unchanged rows (same id and content hash) are skipped; changed rows are embedded again;
+        rows that cannot be embedded go to a quarantine JSONL under the store.
+
+        Args:
+            source: CSV, TSV, JSONL or Parquet file.
+            collection: collection name.
+            text_field: the field holding the text, or
+            template: a format string over fields, e.g. ``"{title}. {description}"``.
+            id_field: the field holding the id; default: the 1-based row number.
+            keep: fields to store as metadata columns.
+            columns: field names of a headerless CSV/TSV file.
+            format: ``csv``, ``tsv``, ``jsonl`` or ``parquet`` (default: from the suffix).
+            normalize: Unicode NFKC and whitespace normalisation.
+            strip_markup: remove HTML tags and entities and stray backslashes.
+            progress: receives progress updates.
+
+        Returns:
+            The run report (``read == embedded + unchanged + quarantined``).
+
+        Raises:
+            InputError: the file is missing, unreadable, or lacks a named field.
+            ModelLoadError: the model cannot be loaded.
+            MemoryPressure: out of memory even at the smallest batch.
+            StoreError: the store cannot be written.
+        """
+        check_collection_name(collection)
+        if text_field is None and template is None:
+            raise ConfigError("give --text-field or --template to say where the text is")
+        spec = FieldSpec(
+            text_field=text_field, template=template, id_field=id_field, keep=tuple(keep)
+        )
+        opened = open_source(
+            source, fmt=format, columns=list(columns) if columns else None,
+            rows=self.settings.read_rows,
+        )
+        spec.check(opened.fields, opened.path)
+        reserved = sorted(set(spec.keep) & {"id", "vector", "text", "content_hash",
+                                            "model_version", "updated_at"})
+        if reserved:
+            raise ConfigError(f"--keep cannot name the reserved column(s) {reserved}; rename them")
+        embedder = self.embedder
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        report = RunReport(
+            source=str(opened.path),
+            collection=collection,
+            model_version=embedder.spec.version,
+            store=str(self.store_path),
+        )
+        run = Run(
+            source=opened,
+            spec=spec,
+            clean=CleanOptions(normalize=normalize, strip_markup=strip_markup),
+            embedder=embedder,
+            writer=self.store.writer(collection, embedder.spec.version, embedder.spec.dim),
+            quarantine=QuarantineWriter(
+                quarantine_path(self.store_path, collection, stamp), opened.path
+            ),
+            report=report,
+            options=RunOptions(
+                batch_tokens=self.settings.batch_tokens, sort_window=self.settings.sort_window
+            ),
+            progress=progress,
+        )
+        result = run.execute()
+        logger.info(
+            "run done: read=%d embedded=%d unchanged=%d quarantined=%d in %.1fs",
+            result.read, result.embedded, result.unchanged, result.quarantined, result.seconds,
+        )
+        return result
+
+    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """Embed texts with the active model (no cleaning).
+
+        Returns:
+            float32 array of shape ``(len(texts), dim)``, each row L2-normalised.
+        """
+        if isinstance(texts, str):
+            raise ConfigError("embed() takes a list of texts; wrap a single text in a list")
+        return self.embedder.embed(list(texts))
+
+    def similarity(self, a: str, b: str) -> float:
+        """Cosine similarity of two texts."""
+        vectors = self.embed([a, b])
+        return float(np.dot(vectors[0], vectors[1]))
+
+    def _collection(self, collection: str) -> Collection:
+        return self.store.collection(collection, self.model_version)
+
+    def vectors(self, collection: str, ids: Sequence[str]) -> NDArray[np.float32]:
+        """Stored vectors of ``ids``, in the order asked.
+
+        Raises:
+            CollectionNotFound: the collection has no table for this model version.
+            ItemNotFound: an id is not stored.
+        """
+        return self._collection(collection).vectors([str(i) for i in ids])
+
+    def most_similar(
+        self, collection: str, *, item_id: str, k: int = 10
+    ) -> list[tuple[str, float]]:
+        """The ``k`` stored items closest to a stored item, without the item itself.
+
+        Returns:
+            ``[(id, cosine), ...]``, best first.
+        """
+        _check_k(k)
+        table = self._collection(collection)
+        vector = table.vectors([str(item_id)])[0]
+        return table.nearest(vector, k, exclude=str(item_id))
+
+    def search(self, collection: str, query: str, *, k: int = 10) -> list[tuple[str, float]]:
+        """The ``k`` stored items closest to a free-text query, as ``[(id, cosine), ...]``."""
+        _check_k(k)
+        table = self._collection(collection)
+        return table.nearest(self.embed([query])[0], k)
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ConfigError(f"k must be at least 1, got {k}")

@@ -1,0 +1,395 @@
+"""Streaming readers: CSV, TSV, JSONL and Parquet files as a stream of Arrow record batches.
+
+No reader holds a whole file in memory: each yields ``SourceBatch`` objects of at most
+``rows`` records. Cell values keep enough of their raw form for the cleaning step to judge them:
+
+- CSV/TSV cells are read as raw bytes, so invalid UTF-8 reaches the cleaner instead of failing
+  the whole file;
+- JSONL values are kept JSON-encoded, so a number or an object in a text field is seen as what
+  it is; invalid UTF-8 in a line survives as surrogate escapes;
+- Parquet columns keep their native Arrow types.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from embedops.errors import ConfigError, InvalidFormat, SourceNotFound
+
+
+class SourceFormat(StrEnum):
+    """Input formats embedops reads."""
+
+    CSV = "csv"
+    TSV = "tsv"
+    JSONL = "jsonl"
+    PARQUET = "parquet"
+
+
+class CellEncoding(StrEnum):
+    """How a batch's cells are stored, so the cleaner can decode them."""
+
+    UTF8_BYTES = "utf8-bytes"
+    JSON = "json"
+    NATIVE = "native"
+
+
+_SUFFIXES = {
+    ".csv": SourceFormat.CSV,
+    ".tsv": SourceFormat.TSV,
+    ".tab": SourceFormat.TSV,
+    ".jsonl": SourceFormat.JSONL,
+    ".ndjson": SourceFormat.JSONL,
+    ".parquet": SourceFormat.PARQUET,
+    ".pq": SourceFormat.PARQUET,
+}
+
+
+@dataclass(frozen=True)
+class SourceBatch:
+    """Up to ``rows`` records of one input file.
+
+    Attributes:
+        records: the cells, one column per field, encoded as ``encoding`` says.
+        first_row: 1-based number of the first record in the input (header not counted).
+        encoding: how to turn cells into Python values (see ``values``).
+        position: progress so far, in the source's ``unit`` (bytes or rows).
+    """
+
+    records: pa.RecordBatch
+    first_row: int
+    encoding: CellEncoding
+    position: int
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.records.num_rows)
+
+    def values(self, field: str) -> list[Any]:
+        """The Python values of one field; ``None`` where the record lacks it.
+
+        Strings decoded from invalid UTF-8 carry surrogate escapes (U+DC80..U+DCFF).
+        """
+        if field not in self.records.schema.names:
+            return [None] * self.num_rows
+        raw = self.records.column(field).to_pylist()
+        if self.encoding is CellEncoding.UTF8_BYTES:
+            return [None if v is None else v.decode("utf-8", "surrogateescape") for v in raw]
+        if self.encoding is CellEncoding.JSON:
+            return [None if v is None else json.loads(v) for v in raw]
+        return raw
+
+
+class Source:
+    """An opened input file. Iterate ``batches()`` once.
+
+    Attributes:
+        path: the input file.
+        format: its format.
+        fields: the field names the file has (for JSONL: those seen in the first batch).
+        total: the size to reach, in ``unit`` (bytes or rows), for progress bars.
+        unit: ``"bytes"`` or ``"rows"``.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        fmt: SourceFormat,
+        fields: list[str],
+        total: int,
+        unit: str,
+        batches: Iterator[SourceBatch],
+    ) -> None:
+        self.path = path
+        self.format = fmt
+        self.fields = fields
+        self.total = total
+        self.unit = unit
+        self._batches = batches
+
+    def batches(self) -> Iterator[SourceBatch]:
+        """Yield the file's record batches in order."""
+        yield from self._batches
+
+
+def detect_format(path: Path, explicit: str | None = None) -> SourceFormat:
+    """Pick the format from ``explicit`` or the file suffix.
+
+    Raises:
+        ConfigError: the format is unknown.
+    """
+    if explicit:
+        try:
+            return SourceFormat(explicit.lower())
+        except ValueError:
+            known = ", ".join(f.value for f in SourceFormat)
+            raise ConfigError(f"unknown format {explicit!r}; use one of: {known}") from None
+    fmt = _SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        known = ", ".join(f.value for f in SourceFormat)
+        raise ConfigError(
+            f"{path}: cannot tell the format from the suffix {path.suffix!r}; "
+            f"pass --format ({known})"
+        )
+    return fmt
+
+
+def open_source(
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    columns: list[str] | None = None,
+    rows: int = 4096,
+) -> Source:
+    """Open an input file for streaming.
+
+    Args:
+        path: the file.
+        fmt: ``csv``, ``tsv``, ``jsonl`` or ``parquet``; guessed from the suffix when ``None``.
+        columns: field names of a headerless CSV or TSV file.
+        rows: records per batch.
+
+    Raises:
+        SourceNotFound: the file does not exist.
+        InvalidFormat: the file cannot be read as that format.
+        ConfigError: the format is unknown, or ``columns`` was given for JSONL or Parquet.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise SourceNotFound(f"{p}: no such file; check the path")
+    if p.is_dir():
+        raise SourceNotFound(f"{p}: is a directory, not a file; name one input file")
+    source_format = detect_format(p, fmt)
+    if columns and source_format not in (SourceFormat.CSV, SourceFormat.TSV):
+        raise ConfigError("--columns is only for headerless CSV or TSV files")
+    if source_format is SourceFormat.PARQUET:
+        return _open_parquet(p, rows)
+    if source_format is SourceFormat.JSONL:
+        return _open_jsonl(p, rows)
+    return _open_delimited(p, source_format, columns, rows)
+
+
+def _open_parquet(path: Path, rows: int) -> Source:
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InvalidFormat(f"{path}: not a readable Parquet file ({exc})") from exc
+    total = parquet.metadata.num_rows
+
+    def batches() -> Iterator[SourceBatch]:
+        first = 1
+        try:
+            for batch in parquet.iter_batches(batch_size=rows):
+                yield SourceBatch(batch, first, CellEncoding.NATIVE, first - 1 + batch.num_rows)
+                first += batch.num_rows
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InvalidFormat(f"{path}: row group near row {first} is unreadable ({exc})") from exc
+
+    return Source(path, SourceFormat.PARQUET, list(parquet.schema_arrow.names), total, "rows",
+                  batches())
+
+
+class _CountingReader(io.RawIOBase):
+    """A binary file wrapper that counts the bytes handed out, for progress bars."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.count += n
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def _read_header(path: Path, delimiter: str, quote: bool) -> list[str]:
+    with path.open("rb") as fh:
+        head = fh.read(1 << 16)
+    if not head.strip():
+        raise InvalidFormat(f"{path}: the file is empty; expected a header line")
+    text = head.decode("utf-8", "replace").lstrip("\ufeff")
+    reader = csv.reader(
+        io.StringIO(text),
+        delimiter=delimiter,
+        quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE,
+    )
+    try:
+        names = [n.strip() for n in next(reader)]
+    except (csv.Error, StopIteration) as exc:
+        raise InvalidFormat(f"{path} line 1: cannot parse the header ({exc})") from exc
+    if any(not n for n in names):
+        raise InvalidFormat(
+            f"{path} line 1: the header has an empty column name; name every column, "
+            "or pass --columns for a file without a header"
+        )
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InvalidFormat(f"{path} line 1: duplicate column names in the header: {dupes}")
+    return names
+
+
+def _open_delimited(
+    path: Path, fmt: SourceFormat, columns: list[str] | None, rows: int
+) -> Source:
+    delimiter = "," if fmt is SourceFormat.CSV else "\t"
+    # TSV files are read without quoting (the IANA form); CSV files with RFC 4180 quotes.
+    quote = fmt is SourceFormat.CSV
+    if columns:
+        names = list(columns)
+        skip = 0
+    else:
+        names = _read_header(path, delimiter, quote)
+        skip = 1
+    bad_rows: list[pacsv.InvalidRow] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        bad_rows.append(row)
+        return "error"
+
+    # Rows are about 200 bytes; size blocks so one block is roughly one batch.
+    read_options = pacsv.ReadOptions(
+        column_names=names,
+        skip_rows=skip,
+        use_threads=False,
+        block_size=max(1 << 16, min(rows * 512, 1 << 24)),
+    )
+    parse_options = pacsv.ParseOptions(
+        delimiter=delimiter,
+        quote_char='"' if quote else False,
+        newlines_in_values=quote,
+        invalid_row_handler=on_invalid,
+    )
+    convert_options = pacsv.ConvertOptions(
+        column_types={n: pa.binary() for n in names},
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+        null_values=[],
+    )
+    raw = _CountingReader(path.open("rb"))
+
+    def explain(exc: Exception) -> InvalidFormat:
+        if bad_rows:
+            row = bad_rows[-1]
+            where = f" line {row.number}" if row.number is not None else ""
+            return InvalidFormat(
+                f"{path}{where}: expected {row.expected_columns} fields, found "
+                f"{row.actual_columns} ({row.text[:80]!r}); quote values that contain "
+                f"{'commas' if quote else 'tabs'}, or fix the row"
+            )
+        return InvalidFormat(f"{path}: not a readable {fmt.value.upper()} file ({exc})")
+
+    try:
+        reader = pacsv.open_csv(
+            raw, read_options=read_options, parse_options=parse_options,
+            convert_options=convert_options,
+        )
+    except pa.ArrowInvalid as exc:
+        raw.close()
+        raise explain(exc) from exc
+
+    def batches() -> Iterator[SourceBatch]:
+        first = 1
+        try:
+            while True:
+                try:
+                    block = reader.read_next_batch()
+                except StopIteration:
+                    return
+                except pa.ArrowInvalid as exc:
+                    raise explain(exc) from exc
+                for start in range(0, block.num_rows, rows):
+                    batch = block.slice(start, rows)
+                    yield SourceBatch(batch, first, CellEncoding.UTF8_BYTES, raw.count)
+                    first += batch.num_rows
+        finally:
+            raw.close()
+
+    return Source(path, fmt, names, path.stat().st_size, "bytes", batches())
+
+
+def _open_jsonl(path: Path, rows: int) -> Source:
+    fh = path.open("rb")
+    lines = _jsonl_batches(path, fh, rows)
+    try:
+        first = next(lines, None)
+    except InvalidFormat:
+        fh.close()
+        raise
+    fields = [] if first is None else list(first.records.schema.names)
+
+    def batches() -> Iterator[SourceBatch]:
+        try:
+            if first is not None:
+                yield first
+                yield from lines
+        finally:
+            fh.close()
+
+    return Source(path, SourceFormat.JSONL, fields, path.stat().st_size, "bytes", batches())
+
+
+def _jsonl_batches(path: Path, fh: IO[bytes], rows: int) -> Iterator[SourceBatch]:
+    records: list[dict[str, Any]] = []
+    keys: dict[str, None] = {}
+    first_row = 1
+    position = 0
+    for line_no, line in enumerate(fh, start=1):
+        position += len(line)
+        if not line.strip():
+            continue
+        text = line.decode("utf-8", "surrogateescape")
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidFormat(
+                f"{path} line {line_no}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                "fix or remove the line"
+            ) from exc
+        if not isinstance(obj, dict):
+            raise InvalidFormat(
+                f"{path} line {line_no}: expected a JSON object per line, found "
+                f"{type(obj).__name__}; write one object per line"
+            )
+        records.append(obj)
+        keys.update(dict.fromkeys(obj))
+        if len(records) == rows:
+            yield _json_batch(records, keys, first_row, position)
+            first_row += len(records)
+            records, keys = [], {}
+    if records:
+        yield _json_batch(records, keys, first_row, position)
+
+
+def _json_batch(
+    records: list[dict[str, Any]], keys: dict[str, None], first_row: int, position: int
+) -> SourceBatch:
+    columns = {
+        key: pa.array(
+            [json.dumps(r[key]) if key in r else None for r in records], type=pa.string()
+        )
+        for key in keys
+    }
+    batch = pa.RecordBatch.from_pydict(columns) if columns else pa.RecordBatch.from_pydict(
+        {"__empty__": pa.nulls(len(records))}
+    )
+    return SourceBatch(batch, first_row, CellEncoding.JSON, position)

@@ -1,0 +1,260 @@
+"""The vector store: LanceDB tables under one directory, one per collection and model version.
+
+Each row holds ``id``, ``vector``, ``text``, ``content_hash``, ``model_version``, ``updated_at``
+and the kept metadata columns. Writers take an exclusive lock per table (LanceDB allows one
+writer per table: concurrent ``merge_insert`` can duplicate keys).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from numpy.typing import NDArray
+
+from embedops.errors import CollectionNotFound, ConfigError, ItemNotFound, StoreError
+
+logger = logging.getLogger(__name__)
+
+_COLLECTION = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.]|-(?!-))*$")
+SYSTEM_COLUMNS = ("id", "vector", "text", "content_hash", "model_version", "updated_at")
+
+
+def check_collection_name(name: str) -> str:
+    """Return ``name`` if it can name a collection, else raise ``ConfigError``."""
+    if not _COLLECTION.match(name) or len(name) > 100:
+        raise ConfigError(
+            f"collection name {name!r} is not allowed; use letters, digits, '_', '.', and "
+            "single '-' (up to 100 characters, starting with a letter or digit)"
+        )
+    return name
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class VectorStore:
+    """A directory of LanceDB tables.
+
+    Args:
+        path: the store directory (created if missing).
+    """
+
+    def __init__(self, path: Path) -> None:
+        import lancedb
+
+        self.path = Path(path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._db = lancedb.connect(str(self.path))
+        except OSError as exc:
+            raise StoreError(f"cannot open store {self.path} ({exc}); check the path") from exc
+
+    @staticmethod
+    def table_name(collection: str, model_version: str) -> str:
+        return f"{check_collection_name(collection)}--{model_version}"
+
+    def _table_names(self) -> list[str]:
+        names: list[str] = []
+        token: str | None = None
+        while True:
+            page = self._db.list_tables(page_token=token)
+            names.extend(page.tables)
+            token = page.page_token
+            if not token:
+                return names
+
+    def versions(self, collection: str) -> list[str]:
+        """Model versions that have a table for ``collection``."""
+        prefix = f"{collection}--"
+        return sorted(n[len(prefix):] for n in self._table_names() if n.startswith(prefix))
+
+    def collection(self, collection: str, model_version: str) -> Collection:
+        """Open an existing collection for ``model_version``.
+
+        Raises:
+            CollectionNotFound: no table for that collection and model version.
+        """
+        name = self.table_name(collection, model_version)
+        if name not in self._table_names():
+            others = self.versions(collection)
+            hint = (
+                f"it exists for model versions {', '.join(others)}; use the same model"
+                if others else "embed a file into it first: embedops embed FILE --collection "
+                f"{collection}"
+            )
+            raise CollectionNotFound(
+                f"collection {collection!r} has no vectors for model version {model_version} "
+                f"in store {self.path}; {hint}"
+            )
+        return Collection(self, collection, model_version, self._db.open_table(name))
+
+    def writer(self, collection: str, model_version: str, dim: int) -> Writer:
+        """A writer for ``collection`` (the table is created on its first write)."""
+        name = self.table_name(collection, model_version)
+        table = self._db.open_table(name) if name in self._table_names() else None
+        return Writer(self, name, model_version, dim, table)
+
+    def _create(self, name: str, data: pa.Table) -> Any:
+        return self._db.create_table(name, data)
+
+
+class Collection:
+    """Read access to one collection table."""
+
+    def __init__(self, store: VectorStore, name: str, model_version: str, table: Any) -> None:
+        self.store = store
+        self.name = name
+        self.model_version = model_version
+        self._table = table
+
+    def count(self) -> int:
+        return int(self._table.count_rows())
+
+    def vectors(self, ids: Sequence[str]) -> NDArray[np.float32]:
+        """Stored vectors of ``ids``, in the order asked.
+
+        Raises:
+            ItemNotFound: an id is not in the collection.
+        """
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, NDArray[np.float32]] = {}
+        dim = self._table.schema.field("vector").type.list_size
+        for start in range(0, len(wanted), 1000):
+            chunk = wanted[start : start + 1000]
+            where = f"id IN ({', '.join(_quote(i) for i in chunk)})"
+            data = (
+                self._table.search().where(where).select(["id", "vector"]).limit(None).to_arrow()
+            )
+            flat = data.column("vector").combine_chunks().flatten().to_numpy()
+            matrix = flat.reshape(-1, dim).astype(np.float32, copy=False)
+            for item_id, vector in zip(data.column("id").to_pylist(), matrix, strict=True):
+                found[item_id] = vector
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:5])
+            raise ItemNotFound(
+                f"{len(missing)} id(s) not in collection {self.name!r}: {shown}"
+            )
+        if not ids:
+            return np.zeros((0, dim), dtype=np.float32)
+        return np.stack([found[i] for i in ids]).astype(np.float32)
+
+    def nearest(
+        self, vector: NDArray[np.float32], k: int, exclude: str | None = None
+    ) -> list[tuple[str, float]]:
+        """The ``k`` rows closest to ``vector`` by cosine, best first, as ``(id, score)``."""
+        query = (
+            self._table.search(np.asarray(vector, dtype=np.float32))
+            .distance_type("cosine")
+            .select(["id", "_distance"])
+            .limit(k + (1 if exclude is not None else 0))
+        )
+        if exclude is not None:
+            query = query.where(f"id != {_quote(exclude)}", prefilter=True)
+        data = query.to_arrow()
+        pairs = zip(data.column("id").to_pylist(), data.column("_distance").to_pylist(),
+                    strict=True)
+        return [(i, 1.0 - float(d)) for i, d in pairs][:k]
+
+    def hashes(self) -> dict[str, str]:
+        """``id -> content_hash`` of every row."""
+        data = self._table.search().select(["id", "content_hash"]).limit(None).to_arrow()
+        return dict(
+            zip(data.column("id").to_pylist(), data.column("content_hash").to_pylist(),
+                strict=True)
+        )
+
+
+class Writer:
+    """Writes rows into one collection table, holding the table's writer lock."""
+
+    def __init__(
+        self, store: VectorStore, name: str, model_version: str, dim: int, table: Any
+    ) -> None:
+        self.store = store
+        self.name = name
+        self.model_version = model_version
+        self.dim = dim
+        self._table = table
+
+    def hashes(self) -> dict[str, str]:
+        """``id -> content_hash`` of the rows already stored."""
+        if self._table is None:
+            return {}
+        return Collection(self.store, self.name, self.model_version, self._table).hashes()
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the table's exclusive writer lock; fail at once if another process has it."""
+        path = self.store.path / f".{self.name}.lock"
+        with path.open("w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise StoreError(
+                    f"another process is writing {self.name} in {self.store.path}; "
+                    "wait for it to finish, then run again"
+                ) from exc
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def write(
+        self,
+        ids: list[str],
+        vectors: NDArray[np.float32],
+        texts: list[str],
+        hashes: list[str],
+        metadata: dict[str, list[Any]],
+        *,
+        replace: set[str],
+    ) -> None:
+        """Add new rows and replace the rows whose id is in ``replace``, in one commit each."""
+        if not ids:
+            return
+        now = datetime.now(UTC)
+        columns: dict[str, Any] = {
+            "id": pa.array(ids, pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(
+                pa.array(vectors.reshape(-1), pa.float32()), self.dim
+            ),
+            "text": pa.array(texts, pa.string()),
+            "content_hash": pa.array(hashes, pa.string()),
+            "model_version": pa.array([self.model_version] * len(ids), pa.string()),
+            "updated_at": pa.array([now] * len(ids), pa.timestamp("us", tz="UTC")),
+        }
+        for name, values in metadata.items():
+            columns[name] = pa.array(values)
+        data = pa.table(columns)
+        try:
+            if self._table is None:
+                self._table = self.store._create(self.name, data)
+                return
+            data = data.cast(self._table.schema)
+            mask = np.array([i in replace for i in ids], dtype=bool)
+            if mask.any():
+                changed = data.filter(pa.array(mask))
+                (
+                    self._table.merge_insert("id")
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .execute(changed)
+                )
+            if not mask.all():
+                self._table.add(data.filter(pa.array(~mask)))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            raise StoreError(
+                f"rows do not fit table {self.name} (its columns: {self._table.schema}); "
+                f"keep the same fields with the same types, or use a new collection ({exc})"
+            ) from exc
