@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from embedops.config import Settings
-from embedops.errors import EmbedopsError
+from embedops.errors import ConfigError, EmbedopsError
 from embedops.logs import configure_logging
 
 app = typer.Typer(
@@ -56,10 +57,12 @@ def _settings(store: Path | None, model: str | None, **extra: Any) -> Settings:
         values["model"] = model
     try:
         return Settings(**values)
-    except Exception as exc:  # pydantic ValidationError, reported as a config error
-        from embedops.errors import ConfigError
-
-        raise ConfigError(f"invalid setting: {exc}".splitlines()[0]) from exc
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid setting: {problems}") from exc
 
 
 def _guard(action: Callable[[], T]) -> T:

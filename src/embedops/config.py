@@ -28,7 +28,9 @@ class Settings(BaseSettings):
     )
     backend: str = Field(default="torch", description="Inference backend.")
     batch_tokens: int = Field(
-        default=16384, ge=64, description="Token budget of one inference batch (rows x padded length)."
+        default=16384,
+        ge=64,
+        description="Token budget of one inference batch (rows x padded length).",
     )
     read_rows: int = Field(default=4096, ge=1, description="Rows per input record batch.")
     commit_rows: int = Field(

@@ -30,7 +30,8 @@ def configure_logging(level: str = "WARNING", json_logs: bool = False) -> None:
     """Send embedops logs to stderr at ``level``, as text or JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter() if json_logs
+        JsonFormatter()
+        if json_logs
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     root = logging.getLogger()

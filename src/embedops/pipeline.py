@@ -20,8 +20,8 @@ from numpy.typing import NDArray
 
 from embedops.batching import token_batches
 from embedops.cleaning import (
-    CleanOptions,
     Cleaner,
+    CleanOptions,
     CleanRow,
     FieldSpec,
     QuarantineRecord,
@@ -214,7 +214,10 @@ class Run:
             if row.content_hash in failed:
                 rejected.append(
                     QuarantineRecord(
-                        row.row, row.id, Reason.EMBED_FAILED, failed[row.content_hash],
+                        row.row,
+                        row.id,
+                        Reason.EMBED_FAILED,
+                        failed[row.content_hash],
                         {"id": row.id, "text": row.text},
                     )
                 )
@@ -250,7 +253,8 @@ class Run:
         failed: dict[str, str] = {}
         done = 0
         for batch in token_batches(
-            [min(n, limit) for n in lengths], self.options.batch_tokens,
+            [min(n, limit) for n in lengths],
+            self.options.batch_tokens,
             self.options.max_batch_rows,
         ):
             self.report.batches += 1
@@ -269,9 +273,7 @@ class Run:
             raise ModelError(f"the model failed on every text of a batch ({sample})")
         return failed
 
-    def _embed(
-        self, texts: Sequence[str]
-    ) -> list[tuple[NDArray[np.float32] | None, str | None]]:
+    def _embed(self, texts: Sequence[str]) -> list[tuple[NDArray[np.float32] | None, str | None]]:
         """Embed ``texts``; on MemoryError halve the batch, on other errors find the bad rows."""
         try:
             matrix = self.embedder.embed(texts)
@@ -287,15 +289,13 @@ class Run:
             if len(texts) == 1:
                 return [(None, f"{type(exc).__name__}: {exc}")]
             return self._halves(texts)
-        finite = np.isfinite(matrix).all(axis=1)
+        finite = np.asarray(np.isfinite(matrix).all(axis=1), dtype=bool)
         return [
             (matrix[i], None) if finite[i] else (None, "the model returned a non-finite vector")
             for i in range(len(texts))
         ]
 
-    def _halves(
-        self, texts: Sequence[str]
-    ) -> list[tuple[NDArray[np.float32] | None, str | None]]:
+    def _halves(self, texts: Sequence[str]) -> list[tuple[NDArray[np.float32] | None, str | None]]:
         mid = len(texts) // 2
         return self._embed(texts[:mid]) + self._embed(texts[mid:])
 
@@ -303,4 +303,3 @@ class Run:
 def quarantine_path(store: Path, collection: str, stamp: str) -> Path:
     """Where a run's quarantined rows go: ``<store>/quarantine/<collection>-<stamp>.jsonl``."""
     return store / "quarantine" / f"{collection}-{stamp}.jsonl"
-

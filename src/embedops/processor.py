@@ -148,12 +148,15 @@ class EmbeddingProcessor:
             text_field=text_field, template=template, id_field=id_field, keep=tuple(keep)
         )
         opened = open_source(
-            source, fmt=format, columns=list(columns) if columns else None,
+            source,
+            fmt=format,
+            columns=list(columns) if columns else None,
             rows=self.settings.read_rows,
         )
         spec.check(opened.fields, opened.path)
-        reserved = sorted(set(spec.keep) & {"id", "vector", "text", "content_hash",
-                                            "model_version", "updated_at"})
+        reserved = sorted(
+            set(spec.keep) & {"id", "vector", "text", "content_hash", "model_version", "updated_at"}
+        )
         if reserved:
             raise ConfigError(f"--keep cannot name the reserved column(s) {reserved}; rename them")
         embedder = self.embedder
@@ -182,7 +185,11 @@ class EmbeddingProcessor:
         result = run.execute()
         logger.info(
             "run done: read=%d embedded=%d unchanged=%d quarantined=%d in %.1fs",
-            result.read, result.embedded, result.unchanged, result.quarantined, result.seconds,
+            result.read,
+            result.embedded,
+            result.unchanged,
+            result.quarantined,
+            result.seconds,
         )
         return result
 

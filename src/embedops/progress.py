@@ -19,8 +19,9 @@ from rich.progress import (
 class RichProgress:
     """Implements ``embedops.pipeline.Progress`` with a rich bar on stderr."""
 
-    def __init__(self, description: str, *, console: Console | None = None,
-                 enabled: bool = True) -> None:
+    def __init__(
+        self, description: str, *, console: Console | None = None, enabled: bool = True
+    ) -> None:
         self.console = console or Console(stderr=True)
         self.enabled = enabled and self.console.is_terminal
         self._bar = Progress(

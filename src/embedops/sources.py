@@ -83,7 +83,7 @@ class SourceBatch:
         """
         if field not in self.records.schema.names:
             return [None] * self.num_rows
-        raw = self.records.column(field).to_pylist()
+        raw: list[Any] = self.records.column(field).to_pylist()
         if self.encoding is CellEncoding.UTF8_BYTES:
             return [None if v is None else v.decode("utf-8", "surrogateescape") for v in raw]
         if self.encoding is CellEncoding.JSON:
@@ -194,10 +194,13 @@ def _open_parquet(path: Path, rows: int) -> Source:
                 yield SourceBatch(batch, first, CellEncoding.NATIVE, first - 1 + batch.num_rows)
                 first += batch.num_rows
         except (pa.ArrowInvalid, OSError) as exc:
-            raise InvalidFormat(f"{path}: row group near row {first} is unreadable ({exc})") from exc
+            raise InvalidFormat(
+                f"{path}: row group near row {first} is unreadable ({exc})"
+            ) from exc
 
-    return Source(path, SourceFormat.PARQUET, list(parquet.schema_arrow.names), total, "rows",
-                  batches())
+    return Source(
+        path, SourceFormat.PARQUET, list(parquet.schema_arrow.names), total, "rows", batches()
+    )
 
 
 class _CountingReader(io.RawIOBase):
@@ -248,9 +251,7 @@ def _read_header(path: Path, delimiter: str, quote: bool) -> list[str]:
     return names
 
 
-def _open_delimited(
-    path: Path, fmt: SourceFormat, columns: list[str] | None, rows: int
-) -> Source:
+def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, rows: int) -> Source:
     delimiter = "," if fmt is SourceFormat.CSV else "\t"
     # TSV files are read without quoting (the IANA form); CSV files with RFC 4180 quotes.
     quote = fmt is SourceFormat.CSV
@@ -300,7 +301,9 @@ def _open_delimited(
 
     try:
         reader = pacsv.open_csv(
-            raw, read_options=read_options, parse_options=parse_options,
+            raw,
+            read_options=read_options,
+            parse_options=parse_options,
             convert_options=convert_options,
         )
     except pa.ArrowInvalid as exc:
@@ -384,12 +387,12 @@ def _json_batch(
     records: list[dict[str, Any]], keys: dict[str, None], first_row: int, position: int
 ) -> SourceBatch:
     columns = {
-        key: pa.array(
-            [json.dumps(r[key]) if key in r else None for r in records], type=pa.string()
-        )
+        key: pa.array([json.dumps(r[key]) if key in r else None for r in records], type=pa.string())
         for key in keys
     }
-    batch = pa.RecordBatch.from_pydict(columns) if columns else pa.RecordBatch.from_pydict(
-        {"__empty__": pa.nulls(len(records))}
+    batch = (
+        pa.RecordBatch.from_pydict(columns)
+        if columns
+        else pa.RecordBatch.from_pydict({"__empty__": pa.nulls(len(records))})
     )
     return SourceBatch(batch, first_row, CellEncoding.JSON, position)

@@ -76,7 +76,7 @@ class VectorStore:
     def versions(self, collection: str) -> list[str]:
         """Model versions that have a table for ``collection``."""
         prefix = f"{collection}--"
-        return sorted(n[len(prefix):] for n in self._table_names() if n.startswith(prefix))
+        return sorted(n[len(prefix) :] for n in self._table_names() if n.startswith(prefix))
 
     def collection(self, collection: str, model_version: str) -> Collection:
         """Open an existing collection for ``model_version``.
@@ -89,8 +89,8 @@ class VectorStore:
             others = self.versions(collection)
             hint = (
                 f"it exists for model versions {', '.join(others)}; use the same model"
-                if others else "embed a file into it first: embedops embed FILE --collection "
-                f"{collection}"
+                if others
+                else f"embed a file into it first: embedops embed FILE --collection {collection}"
             )
             raise CollectionNotFound(
                 f"collection {collection!r} has no vectors for model version {model_version} "
@@ -132,9 +132,7 @@ class Collection:
         for start in range(0, len(wanted), 1000):
             chunk = wanted[start : start + 1000]
             where = f"id IN ({', '.join(_quote(i) for i in chunk)})"
-            data = (
-                self._table.search().where(where).select(["id", "vector"]).limit(None).to_arrow()
-            )
+            data = self._table.search().where(where).select(["id", "vector"]).limit(None).to_arrow()
             flat = data.column("vector").combine_chunks().flatten().to_numpy()
             matrix = flat.reshape(-1, dim).astype(np.float32, copy=False)
             for item_id, vector in zip(data.column("id").to_pylist(), matrix, strict=True):
@@ -142,9 +140,7 @@ class Collection:
         missing = [i for i in wanted if i not in found]
         if missing:
             shown = ", ".join(repr(m) for m in missing[:5])
-            raise ItemNotFound(
-                f"{len(missing)} id(s) not in collection {self.name!r}: {shown}"
-            )
+            raise ItemNotFound(f"{len(missing)} id(s) not in collection {self.name!r}: {shown}")
         if not ids:
             return np.zeros((0, dim), dtype=np.float32)
         return np.stack([found[i] for i in ids]).astype(np.float32)
@@ -162,16 +158,16 @@ class Collection:
         if exclude is not None:
             query = query.where(f"id != {_quote(exclude)}", prefilter=True)
         data = query.to_arrow()
-        pairs = zip(data.column("id").to_pylist(), data.column("_distance").to_pylist(),
-                    strict=True)
+        pairs = zip(
+            data.column("id").to_pylist(), data.column("_distance").to_pylist(), strict=True
+        )
         return [(i, 1.0 - float(d)) for i, d in pairs][:k]
 
     def hashes(self) -> dict[str, str]:
         """``id -> content_hash`` of every row."""
         data = self._table.search().select(["id", "content_hash"]).limit(None).to_arrow()
         return dict(
-            zip(data.column("id").to_pylist(), data.column("content_hash").to_pylist(),
-                strict=True)
+            zip(data.column("id").to_pylist(), data.column("content_hash").to_pylist(), strict=True)
         )
 
 

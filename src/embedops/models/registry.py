@@ -90,8 +90,13 @@ def resolve_model(model: str, *, backend: str = "torch", precision: str = "fp32"
     if dim <= 0:
         raise ModelLoadError(f"{path}/config.json names no hidden_size; is this a text model?")
     return ModelSpec(
-        name=name, path=path, digest=f"sha256:{digest}", dim=dim, max_tokens=max_tokens,
-        backend=backend, precision=precision,
+        name=name,
+        path=path,
+        digest=f"sha256:{digest}",
+        dim=dim,
+        max_tokens=max_tokens,
+        backend=backend,
+        precision=precision,
     )
 
 
@@ -143,7 +148,9 @@ def _check_files(path: Path, *, fix: str) -> Path:
                 if not list(fh.keys()):
                     raise ModelLoadError(f"weights {weights} hold no tensors; {fix}")
         except SafetensorError as exc:
-            raise ModelLoadError(f"weights {weights} are corrupt or truncated ({exc}); {fix}") from exc
+            raise ModelLoadError(
+                f"weights {weights} are corrupt or truncated ({exc}); {fix}"
+            ) from exc
     return weights
 
 

@@ -18,7 +18,9 @@ class TokenCounter:
         try:
             self._tokenizer = Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises a bare Exception for a bad file
-            raise ModelLoadError(f"cannot read tokenizer {path} ({exc}); reinstall the model") from exc
+            raise ModelLoadError(
+                f"cannot read tokenizer {path} ({exc}); reinstall the model"
+            ) from exc
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
 

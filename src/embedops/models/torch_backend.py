@@ -43,7 +43,7 @@ class SentenceTransformerBackend:
             raise ModelLoadError(
                 "the torch backend needs sentence-transformers; run: make setup"
             ) from exc
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         logger.info("loading model %s from %s", self._spec.name, self._spec.path)
         try:
             self._model = SentenceTransformer(str(self._spec.path), device="cpu")

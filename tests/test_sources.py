@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from embedops.errors import ConfigError, InvalidFormat, SourceNotFound
+from embedops.sources import SourceFormat, detect_format, open_source
+
+
+def _rows(path: Path, field: str, **kw: object) -> list[object]:
+    source = open_source(path, **kw)  # type: ignore[arg-type]
+    return [v for b in source.batches() for v in b.values(field)]
+
+
+def test_csv_streams_in_bounded_batches(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text("id,text\n" + "".join(f"{i},row {i}\n" for i in range(1, 1001)))
+    source = open_source(path, rows=64)
+    batches = list(source.batches())
+    assert source.fields == ["id", "text"]
+    assert max(b.num_rows for b in batches) == 64
+    assert sum(b.num_rows for b in batches) == 1000
+    assert [b.first_row for b in batches[:3]] == [1, 65, 129]
+    assert batches[-1].values("text")[-1] == "row 1000"
+    assert batches[-1].position == path.stat().st_size
+
+
+def test_csv_quoted_multiline_and_bom(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_bytes(b'\xef\xbb\xbfid,text\n1,"line one\nline two, with comma"\n2,plain\n')
+    source = open_source(path)
+    assert source.fields == ["id", "text"]
+    assert _rows(path, "text") == ["line one\nline two, with comma", "plain"]
+
+
+def test_tsv_and_headerless_columns(tmp_path: Path) -> None:
+    path = tmp_path / "a.tsv"
+    path.write_text('1\tsays "hi"\n2\tsecond\n')
+    assert _rows(path, "text", columns=["id", "text"]) == ['says "hi"', "second"]
+
+
+def test_jsonl_keeps_types_and_reads_lazily(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    lines = [{"id": 1, "text": "a"}, {"id": 2, "text": 5}, {"id": 3}, {"id": 4, "text": {"x": 1}}]
+    path.write_text("\n".join(json.dumps(r) for r in lines) + "\n\n")
+    assert _rows(path, "text") == ["a", 5, None, {"x": 1}]
+    assert _rows(path, "id") == [1, 2, 3, 4]
+
+
+def test_parquet_batches(tmp_path: Path) -> None:
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"id": list(range(10)), "text": [f"t{i}" for i in range(10)]}), path)
+    source = open_source(path, rows=4)
+    assert source.unit == "rows" and source.total == 10
+    assert [b.num_rows for b in source.batches()] == [4, 4, 2]
+
+
+def test_format_detection() -> None:
+    assert detect_format(Path("x.CSV")) is SourceFormat.CSV
+    assert detect_format(Path("x.ndjson")) is SourceFormat.JSONL
+    assert detect_format(Path("x.data"), "tsv") is SourceFormat.TSV
+    with pytest.raises(ConfigError, match="--format"):
+        detect_format(Path("x.data"))
+    with pytest.raises(ConfigError, match="unknown format 'xml'"):
+        detect_format(Path("x.csv"), "xml")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SourceNotFound, match=r"nope\.csv: no such file"):
+        open_source(tmp_path / "nope.csv")
+
+
+def test_csv_bad_row_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("id,text\n1,ok\n2,too,many\n3,fine\n")
+    with pytest.raises(InvalidFormat, match=r"bad.csv line 3: expected 2 fields, found 3"):
+        list(open_source(path).batches())
+
+
+def test_jsonl_bad_line_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"id": 1, "text": "ok"}\n{"id": 2, "text": \n')
+    with pytest.raises(InvalidFormat, match=r"bad.jsonl line 2: not valid JSON"):
+        list(open_source(path).batches())
+    path.write_text('{"id": 1}\n[1, 2]\n')
+    with pytest.raises(InvalidFormat, match=r"line 2: expected a JSON object per line, found list"):
+        list(open_source(path).batches())
+
+
+def test_empty_csv_and_not_parquet(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(InvalidFormat, match="empty"):
+        open_source(empty)
+    fake = tmp_path / "fake.parquet"
+    fake.write_text("id,text\n1,a\n")
+    with pytest.raises(InvalidFormat, match="not a readable Parquet file"):
+        open_source(fake)
