@@ -33,9 +33,11 @@ class Settings(BaseSettings):
         description="Token budget of one inference batch (rows x padded length).",
     )
     read_rows: int = Field(default=4096, ge=1, description="Rows per input record batch.")
-    commit_rows: int = Field(
-        default=8192, ge=1, description="Rows written to the store per commit."
-    )
     sort_window: int = Field(
-        default=4096, ge=1, description="Rows sorted by length together before batching."
+        default=4096,
+        ge=1,
+        description="Rows sorted by length, embedded and committed together (one store commit).",
+    )
+    cache_size: int = Field(
+        default=65536, ge=0, description="Vectors kept to reuse for identical texts in a run."
     )

@@ -11,7 +11,7 @@ from types import TracebackType
 import numpy as np
 from numpy.typing import NDArray
 
-from embedops.cleaning import CleanOptions, FieldSpec, QuarantineWriter
+from embedops.cleaning import CleanOptions, CleanStats, FieldSpec, QuarantineWriter, clean_text
 from embedops.config import Settings
 from embedops.errors import ConfigError
 from embedops.models.base import Embedder
@@ -178,7 +178,9 @@ class EmbeddingProcessor:
             ),
             report=report,
             options=RunOptions(
-                batch_tokens=self.settings.batch_tokens, sort_window=self.settings.sort_window
+                batch_tokens=self.settings.batch_tokens,
+                sort_window=self.settings.sort_window,
+                cache_size=self.settings.cache_size,
             ),
             progress=progress,
         )
@@ -234,10 +236,14 @@ class EmbeddingProcessor:
         return table.nearest(vector, k, exclude=str(item_id))
 
     def search(self, collection: str, query: str, *, k: int = 10) -> list[tuple[str, float]]:
-        """The ``k`` stored items closest to a free-text query, as ``[(id, cosine), ...]``."""
+        """The ``k`` stored items closest to a free-text query, as ``[(id, cosine), ...]``.
+
+        The query is cleaned like stored texts (markup, control characters, NFKC).
+        """
         _check_k(k)
         table = self._collection(collection)
-        return table.nearest(self.embed([query])[0], k)
+        text = clean_text(query, CleanOptions(), CleanStats()) or query
+        return table.nearest(self.embed([text])[0], k)
 
 
 def _check_k(k: int) -> None:
