@@ -179,3 +179,45 @@ def test_one_writer_per_table(
     src = _write_jsonl(tmp_path / "l.jsonl", _items(3))
     with writer.lock(), pytest.raises(StoreError, match="another process is writing"):
         processor.process(src, collection="locked", id_field="id", text_field="text")
+
+
+def test_prefetch_passes_items_errors_and_stops_early() -> None:
+    import threading
+
+    from embedops.pipeline import prefetch
+
+    assert list(prefetch(iter(range(100)), depth=2)) == list(range(100))
+
+    def broken():  # type: ignore[no-untyped-def]
+        yield 1
+        raise ValueError("reader failed")
+
+    with pytest.raises(ValueError, match="reader failed"):
+        list(prefetch(broken(), depth=2))
+
+    produced: list[int] = []
+
+    def endless():  # type: ignore[no-untyped-def]
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    before = threading.active_count()
+    for item in prefetch(endless(), depth=3):
+        if item == 5:
+            break
+    assert len(produced) <= 5 + 1 + 3 + 1  # bounded read-ahead
+    assert threading.active_count() == before
+
+
+def test_source_errors_surface_through_the_reader_thread(
+    tmp_path: Path, processor: EmbeddingProcessor
+) -> None:
+    from embedops.errors import InvalidFormat
+
+    bad = tmp_path / "late.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in _items(10)) + "{oops\n")
+    with pytest.raises(InvalidFormat, match="line 11"):
+        processor.process(bad, collection="late", id_field="id", text_field="text")

@@ -14,6 +14,7 @@ import json
 import math
 import re
 import string
+import threading
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -350,10 +351,16 @@ class QuarantineWriter:
         self.count = 0
         self.reasons: Counter[str] = Counter()
         self._fh: IO[str] | None = None
+        self._lock = threading.Lock()
 
     def write(self, records: list[QuarantineRecord]) -> None:
+        """Append ``records`` (thread-safe)."""
         if not records:
             return
+        with self._lock:
+            self._write(records)
+
+    def _write(self, records: list[QuarantineRecord]) -> None:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = self.path.open("a", encoding="utf-8")

@@ -8,12 +8,14 @@ the window, not the input.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,6 +36,7 @@ from embedops.sources import Source
 from embedops.store import Writer
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Progress(Protocol):
@@ -89,6 +92,7 @@ class RunOptions:
     sort_window: int = 4096
     cache_size: int = 65536
     max_batch_rows: int = 1024
+    prefetch: int = 2
 
 
 class VectorCache:
@@ -112,6 +116,66 @@ class VectorCache:
         self._items.move_to_end(key)
         while len(self._items) > self.size:
             self._items.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Rows to embed together: the rows, their distinct texts by hash, and token counts."""
+
+    rows: list[CleanRow]
+    texts: dict[str, str]
+    lengths: dict[str, int]
+
+
+_DONE = object()
+
+
+def prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
+    """Run ``items`` in a thread, at most ``depth`` items ahead of the consumer.
+
+    Errors raised by the producer are raised in the consumer; if the consumer stops early,
+    the producer is told to stop and the thread ends.
+    """
+    slots: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(_Failure(exc))
+        finally:
+            put(_DONE)
+
+    thread = threading.Thread(target=produce, name="embedops-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: BaseException
 
 
 class Run:
@@ -140,8 +204,8 @@ class Run:
         self.progress = progress
         self.cache = VectorCache(options.cache_size)
         self._stored: dict[str, str] = {}
-        self._window: list[CleanRow] = []
         self._position = 0
+        self._lock = threading.Lock()
 
     def execute(self) -> RunReport:
         started = time.perf_counter()
@@ -151,21 +215,11 @@ class Run:
             if self.progress:
                 self.progress.start(self.source.total, self.source.unit)
             try:
-                for batch in self.source.batches():
-                    report.read += batch.num_rows
-                    good, bad = self.cleaner.clean(batch)
-                    self._quarantine(bad)
-                    for row in good:
-                        if self._stored.get(row.id) == row.content_hash:
-                            report.unchanged += 1
-                        else:
-                            self._window.append(row)
-                    if len(self._window) >= self.options.sort_window:
-                        self._flush()
-                    self._position = batch.position
+                # Reading, cleaning and token counting run in a thread, one window ahead of
+                # inference (the backends release the GIL while they compute).
+                for window in prefetch(self._windows(), depth=self.options.prefetch):
+                    self._flush(window)
                     self._tick()
-                self._flush()
-                self._tick()
             finally:
                 self.quarantine.close()
                 if self.progress:
@@ -192,22 +246,50 @@ class Run:
         self.progress.update(position, done)
 
     def _quarantine(self, records: list[QuarantineRecord]) -> None:
-        self.quarantine.write(records)
-        self.report.quarantined += len(records)
+        # Called from the reader thread (bad input) and the main thread (embed failures).
+        with self._lock:
+            self.quarantine.write(records)
+            self.report.quarantined += len(records)
 
-    def _flush(self) -> None:
-        rows, self._window = self._window, []
-        if not rows:
-            return
+    def _windows(self) -> Iterator[Window]:
+        """Read, clean, drop unchanged rows; yield windows of rows to embed with token counts."""
+        report = self.report
+        rows: list[CleanRow] = []
+        for batch in self.source.batches():
+            report.read += batch.num_rows
+            good, bad = self.cleaner.clean(batch)
+            self._quarantine(bad)
+            for row in good:
+                if self._stored.get(row.id) == row.content_hash:
+                    report.unchanged += 1
+                else:
+                    rows.append(row)
+            self._position = batch.position
+            if len(rows) >= self.options.sort_window:
+                yield self._window(rows)
+                rows = []
+            self._tick()
+        if rows:
+            yield self._window(rows)
+
+    def _window(self, rows: list[CleanRow]) -> Window:
+        texts: dict[str, str] = {}
+        for row in rows:
+            texts.setdefault(row.content_hash, row.text)
+        lengths = dict(zip(texts, self.embedder.count_tokens(list(texts.values())), strict=True))
+        return Window(rows, texts, lengths)
+
+    def _flush(self, window: Window) -> None:
+        rows = window.rows
         vectors: dict[str, NDArray[np.float32]] = {}
         todo: dict[str, str] = {}
-        for row in rows:
-            cached = self.cache.get(row.content_hash)
+        for key, text in window.texts.items():
+            cached = self.cache.get(key)
             if cached is not None:
-                vectors[row.content_hash] = cached
+                vectors[key] = cached
             else:
-                todo.setdefault(row.content_hash, row.text)
-        failed = self._embed_unique(todo, vectors)
+                todo[key] = text
+        failed = self._embed_unique(todo, window.lengths, vectors)
         keep: list[CleanRow] = []
         rejected: list[QuarantineRecord] = []
         for row in rows:
@@ -240,7 +322,10 @@ class Run:
         self.report.embedded += len(keep)
 
     def _embed_unique(
-        self, todo: dict[str, str], vectors: dict[str, NDArray[np.float32]]
+        self,
+        todo: dict[str, str],
+        token_counts: dict[str, int],
+        vectors: dict[str, NDArray[np.float32]],
     ) -> dict[str, str]:
         """Embed each distinct text once; return ``hash -> error`` for texts that failed."""
         if not todo:
@@ -248,7 +333,7 @@ class Run:
         keys = list(todo)
         texts = [todo[k] for k in keys]
         limit = self.embedder.spec.max_tokens
-        lengths = self.embedder.count_tokens(texts)
+        lengths = [token_counts[k] for k in keys]
         self.report.truncated += sum(n > limit for n in lengths)
         failed: dict[str, str] = {}
         done = 0

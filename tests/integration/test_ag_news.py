@@ -12,26 +12,11 @@ import numpy as np
 import pytest
 
 from embedops import EmbeddingProcessor
+from embedops.quality import knn_accuracy
 from embedops.store import VectorStore
 from tests.conftest import shared_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.quality]
-
-
-def knn_accuracy(vectors: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
-    """Leave-one-out k-nearest-neighbour accuracy (majority vote, ties to the nearer class)."""
-    sims = vectors @ vectors.T
-    np.fill_diagonal(sims, -np.inf)
-    neighbours = np.argsort(-sims, axis=1)[:, :k]
-    correct = 0
-    for i, row in enumerate(neighbours):
-        votes: dict[int, int] = {}
-        for label in labels[row]:
-            votes[int(label)] = votes.get(int(label), 0) + 1
-        best = max(votes.values())
-        winner = next(int(lab) for lab in labels[row] if votes[int(lab)] == best)
-        correct += winner == labels[i]
-    return correct / len(labels)
 
 
 def test_ag_news_through_the_cli(tmp_path: Path) -> None:
