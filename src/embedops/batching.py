@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+from numpy.typing import NDArray
+
+from embedops.models.base import Embedder
+
 
 def token_batches(lengths: Sequence[int], budget: int, max_rows: int = 1024) -> list[list[int]]:
     """Split row indices into batches whose padded size fits a token budget.
@@ -38,3 +43,17 @@ def token_batches(lengths: Sequence[int], budget: int, max_rows: int = 1024) -> 
     if current:
         batches.append(current)
     return batches
+
+
+def embed_in_batches(
+    embedder: Embedder, texts: Sequence[str], budget: int = 16384, max_rows: int = 1024
+) -> NDArray[np.float32]:
+    """Embed any number of texts in token-budget batches; rows come back in input order."""
+    out = np.zeros((len(texts), embedder.spec.dim), dtype=np.float32)
+    if not texts:
+        return out
+    limit = embedder.spec.max_tokens
+    lengths = [min(n, limit) for n in embedder.count_tokens(texts)]
+    for batch in token_batches(lengths, budget, max_rows):
+        out[batch] = embedder.embed([texts[i] for i in batch])
+    return out

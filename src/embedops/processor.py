@@ -11,6 +11,7 @@ from types import TracebackType
 import numpy as np
 from numpy.typing import NDArray
 
+from embedops.batching import embed_in_batches
 from embedops.cleaning import CleanOptions, CleanStats, FieldSpec, QuarantineWriter, clean_text
 from embedops.config import Settings
 from embedops.errors import ConfigError
@@ -203,7 +204,7 @@ class EmbeddingProcessor:
         """
         if isinstance(texts, str):
             raise ConfigError("embed() takes a list of texts; wrap a single text in a list")
-        return self.embedder.embed(list(texts))
+        return embed_in_batches(self.embedder, list(texts), self.settings.batch_tokens)
 
     def similarity(self, a: str, b: str) -> float:
         """Cosine similarity of two texts."""

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from embedops.batching import embed_in_batches
 from embedops.errors import InputError
 from embedops.models.base import Embedder
 
@@ -124,15 +125,6 @@ def knn_accuracy(vectors: NDArray[np.float32], labels: NDArray[np.int64], k: int
     return correct / len(labels)
 
 
-def _embed_all(embedder: Embedder, texts: list[str], batch: int = 256) -> NDArray[np.float32]:
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = np.zeros((len(texts), embedder.spec.dim), dtype=np.float32)
-    for start in range(0, len(order), batch):
-        idx = order[start : start + batch]
-        out[idx] = embedder.embed([texts[i] for i in idx])
-    return out
-
-
 def evaluate(
     model: Embedder,
     *,
@@ -153,15 +145,15 @@ def evaluate(
         a, b, scores = read_stsb(stsb)
         sentences = list(dict.fromkeys(a + b))
         index = {s: i for i, s in enumerate(sentences)}
-        vectors = _embed_all(model, sentences)
+        vectors = embed_in_batches(model, sentences)
         cos = [float(vectors[index[x]] @ vectors[index[y]]) for x, y in zip(a, b, strict=True)]
         result["stsb_spearman"] = round(100 * spearman(cos, scores), 3)
         if reference is not None:
-            ref = _embed_all(reference, sentences)
+            ref = embed_in_batches(reference, sentences)
             agreement = np.sum(vectors * ref, axis=1)
             result["cosine_min"] = round(float(agreement.min()), 6)
             result["cosine_mean"] = round(float(agreement.mean()), 6)
     if ag_news is not None:
         texts, labels = read_ag_news(ag_news)
-        result["ag_news_knn"] = round(knn_accuracy(_embed_all(model, texts), labels), 4)
+        result["ag_news_knn"] = round(knn_accuracy(embed_in_batches(model, texts), labels), 4)
     return QualityScores(**result)

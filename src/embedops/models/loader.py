@@ -2,30 +2,77 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from embedops.errors import ConfigError
 from embedops.models.base import Embedder, ModelSpec
 from embedops.models.registry import resolve_model
 
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "embedops"
 
-def _torch(spec: ModelSpec) -> Embedder:
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """A backend name and how its vectors are versioned and built."""
+
+    name: str
+    engine: str
+    precision: str
+    factory: Callable[[ModelSpec, Path, int | None], Embedder]
+    summary: str
+
+
+def _torch(spec: ModelSpec, cache_dir: Path, threads: int | None) -> Embedder:
     from embedops.models.torch_backend import SentenceTransformerBackend
 
     return SentenceTransformerBackend(spec)
 
 
-BACKENDS: dict[str, Callable[[ModelSpec], Embedder]] = {"torch": _torch}
+def _onnx(spec: ModelSpec, cache_dir: Path, threads: int | None) -> Embedder:
+    from embedops.models.onnx_backend import OnnxBackend
+    from embedops.models.onnx_export import export_fp32
+
+    return OnnxBackend(
+        spec,
+        cache_dir=cache_dir,
+        threads=threads,
+        build=lambda folder: export_fp32(spec, folder, OnnxBackend.filename),
+    )
 
 
-def load_embedder(model: str, backend: str = "torch") -> Embedder:
+BACKENDS: dict[str, BackendInfo] = {
+    b.name: b
+    for b in (
+        BackendInfo("torch", "torch", "fp32", _torch, "sentence-transformers (the reference)"),
+        BackendInfo("onnx", "onnx", "fp32", _onnx, "ONNX Runtime, fused fp32 graph"),
+    )
+}
+
+
+def load_embedder(
+    model: str,
+    backend: str = "torch",
+    *,
+    cache_dir: Path | None = None,
+    threads: int | None = None,
+) -> Embedder:
     """Resolve ``model`` and build its ``backend`` (cheap: weights load on first use).
+
+    Args:
+        model: alias, local directory or cached Hugging Face id.
+        backend: one of ``BACKENDS``.
+        cache_dir: where built artefacts (ONNX files, static models) are cached.
+        threads: inference threads (default: all cores).
 
     Raises:
         ConfigError: unknown backend (the message lists the known ones).
         ModelLoadError: the model cannot be found or is broken.
     """
-    factory = BACKENDS.get(backend)
-    if factory is None:
+    info = BACKENDS.get(backend)
+    if info is None:
         raise ConfigError(f"unknown backend {backend!r}; known backends: {', '.join(BACKENDS)}")
-    return factory(resolve_model(model, backend=backend))
+    spec = resolve_model(model, backend=info.engine, precision=info.precision)
+    return info.factory(spec, cache_dir or DEFAULT_CACHE, threads)
