@@ -26,9 +26,21 @@ AG_NEWS = ROOT.parent / "shared" / "data" / "ag_news_test.csv"
 
 def _embed(source: Path, store: Path) -> tuple[float, dict[str, object]]:
     cmd = [
-        sys.executable, "-m", "embedops", "embed", str(source), "--collection", "bench",
-        "--columns", "label,title,description", "--template", "{title}. {description}",
-        "--store", str(store), "--json", "--quiet",
+        sys.executable,
+        "-m",
+        "embedops",
+        "embed",
+        str(source),
+        "--collection",
+        "bench",
+        "--columns",
+        "label,title,description",
+        "--template",
+        "{title}. {description}",
+        "--store",
+        str(store),
+        "--json",
+        "--quiet",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numpy.typing import NDArray
@@ -46,14 +47,29 @@ def token_batches(lengths: Sequence[int], budget: int, max_rows: int = 1024) -> 
 
 
 def embed_in_batches(
-    embedder: Embedder, texts: Sequence[str], budget: int = 16384, max_rows: int = 1024
+    embedder: Embedder,
+    texts: Sequence[str],
+    budget: int = 2048,
+    max_rows: int = 1024,
+    workers: int = 1,
 ) -> NDArray[np.float32]:
-    """Embed any number of texts in token-budget batches; rows come back in input order."""
+    """Embed any number of texts in token-budget batches; rows come back in input order.
+
+    With ``workers > 1``, that many batches run at once in threads (the backends release the
+    GIL while they compute; give each ``cores / workers`` threads of its own).
+    """
     out = np.zeros((len(texts), embedder.spec.dim), dtype=np.float32)
     if not texts:
         return out
     limit = embedder.spec.max_tokens
     lengths = [min(n, limit) for n in embedder.count_tokens(texts)]
-    for batch in token_batches(lengths, budget, max_rows):
-        out[batch] = embedder.embed([texts[i] for i in batch])
+    batches = token_batches(lengths, budget, max_rows)
+    chunks = [[texts[i] for i in batch] for batch in batches]
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(embedder.embed, chunks))
+    else:
+        results = [embedder.embed(chunk) for chunk in chunks]
+    for batch, vectors in zip(batches, results, strict=True):
+        out[batch] = vectors
     return out

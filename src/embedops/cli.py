@@ -43,18 +43,29 @@ ModelOpt = Annotated[
     typer.Option("--model", help="Model alias, directory or cached HF id [env: EMBEDOPS_MODEL]."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+BackendOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        help="torch, onnx, onnx-int8 or static [env: EMBEDOPS_BACKEND; default onnx].",
+    ),
+]
 
 
 class _State:
     debug = False
 
 
-def _settings(store: Path | None, model: str | None, **extra: Any) -> Settings:
+def _settings(
+    store: Path | None, model: str | None, backend: str | None = None, **extra: Any
+) -> Settings:
     values: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
     if store is not None:
         values["store"] = store
     if model is not None:
         values["model"] = model
+    if backend is not None:
+        values["backend"] = backend
     try:
         return Settings(**values)
     except ValidationError as exc:
@@ -124,8 +135,12 @@ def embed(
     batch_tokens: Annotated[
         int | None, typer.Option(help="Token budget per inference batch.")
     ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Inference batches at once (threads) [default 1].")
+    ] = None,
     store: StoreOpt = None,
     model: ModelOpt = None,
+    backend: BackendOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -134,7 +149,7 @@ def embed(
     from embedops.progress import RichProgress
 
     def run() -> None:
-        settings = _settings(store, model, batch_tokens=batch_tokens)
+        settings = _settings(store, model, backend, batch_tokens=batch_tokens, workers=workers)
         with EmbeddingProcessor(settings=settings) as processor:
             report = processor.process(
                 source,
@@ -189,13 +204,14 @@ def similar(
     k: Annotated[int, typer.Option("-k", help="How many neighbours.")] = 10,
     store: StoreOpt = None,
     model: ModelOpt = None,
+    backend: BackendOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The stored items most similar to a stored item (the item itself left out)."""
     from embedops.processor import EmbeddingProcessor
 
     def run() -> None:
-        with EmbeddingProcessor(settings=_settings(store, model)) as processor:
+        with EmbeddingProcessor(settings=_settings(store, model, backend)) as processor:
             hits = processor.most_similar(collection, item_id=item_id, k=k)
         _print_hits(hits, json_out, f"most similar to {item_id} in {collection}")
 
@@ -209,13 +225,14 @@ def search(
     k: Annotated[int, typer.Option("-k", help="How many results.")] = 10,
     store: StoreOpt = None,
     model: ModelOpt = None,
+    backend: BackendOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The stored items closest to a free-text query."""
     from embedops.processor import EmbeddingProcessor
 
     def run() -> None:
-        with EmbeddingProcessor(settings=_settings(store, model)) as processor:
+        with EmbeddingProcessor(settings=_settings(store, model, backend)) as processor:
             hits = processor.search(collection, query, k=k)
         _print_hits(hits, json_out, f"{collection}: {query}")
 
@@ -228,13 +245,14 @@ def compare(
     text_b: Annotated[str, typer.Argument(help="Second text.")],
     store: StoreOpt = None,
     model: ModelOpt = None,
+    backend: BackendOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Cosine similarity of two texts."""
     from embedops.processor import EmbeddingProcessor
 
     def run() -> None:
-        processor = EmbeddingProcessor(settings=_settings(store, model))
+        processor = EmbeddingProcessor(settings=_settings(store, model, backend))
         score = processor.similarity(text_a, text_b)
         if json_out:
             out.print_json(json.dumps({"a": text_a, "b": text_b, "cosine": round(score, 6)}))
@@ -242,6 +260,26 @@ def compare(
             out.print(f"{score:.4f}", highlight=False)
 
     _guard(run)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Benchmark every backend against sentence-transformers (see benchmarks/README.md).
+
+    Runs from a source checkout; `embedops bench --help` lists its options.
+    """
+    import importlib
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "benchmarks" / "bench.py").is_file():
+        err.print("error: embedops bench runs from a source checkout (benchmarks/ not found)")
+        raise typer.Exit(ConfigError.exit_code)
+    sys.path.insert(0, str(root))
+    importlib.import_module("benchmarks.bench").main(list(ctx.args))
 
 
 def main() -> None:

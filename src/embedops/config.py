@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -9,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_STORE = Path(".embedops")
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "embedops"
 
 
 class Settings(BaseSettings):
@@ -27,10 +29,23 @@ class Settings(BaseSettings):
         description="Model name, Hugging Face model id or local directory.",
     )
     backend: str = Field(default="torch", description="Inference backend.")
-    batch_tokens: int = Field(
-        default=16384,
+    batch_tokens: int | None = Field(
+        default=None,
         ge=64,
-        description="Token budget of one inference batch (rows x padded length).",
+        description="Token budget of one inference batch (rows x padded length); "
+        "default: the backend's measured best.",
+    )
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Inference batches run at once (threads)."
+    )
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Inference threads per worker; default: cores / workers.",
+    )
+    cache_dir: Path = Field(
+        default=DEFAULT_CACHE,
+        description="Where built model artefacts (ONNX, static models) are cached.",
     )
     read_rows: int = Field(default=4096, ge=1, description="Rows per input record batch.")
     sort_window: int = Field(

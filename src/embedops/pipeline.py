@@ -13,6 +13,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -88,11 +89,12 @@ class RunReport:
 class RunOptions:
     """Tuning of one run."""
 
-    batch_tokens: int = 16384
+    batch_tokens: int = 2048
     sort_window: int = 4096
     cache_size: int = 65536
     max_batch_rows: int = 1024
     prefetch: int = 2
+    workers: int = 1
 
 
 class VectorCache:
@@ -206,11 +208,17 @@ class Run:
         self._stored: dict[str, str] = {}
         self._position = 0
         self._lock = threading.Lock()
+        self._pool: Executor
 
     def execute(self) -> RunReport:
         started = time.perf_counter()
         report = self.report
-        with self.writer.lock():
+        with (
+            self.writer.lock(),
+            ThreadPoolExecutor(
+                max_workers=self.options.workers, thread_name_prefix="embedops-infer"
+            ) as self._pool,
+        ):
             self._stored = self.writer.hashes()
             if self.progress:
                 self.progress.start(self.source.total, self.source.unit)
@@ -337,14 +345,15 @@ class Run:
         self.report.truncated += sum(n > limit for n in lengths)
         failed: dict[str, str] = {}
         done = 0
-        for batch in token_batches(
+        batches = token_batches(
             [min(n, limit) for n in lengths],
             self.options.batch_tokens,
             self.options.max_batch_rows,
-        ):
-            self.report.batches += 1
-            batch_texts = [texts[i] for i in batch]
-            for i, (vector, error) in zip(batch, self._embed(batch_texts), strict=True):
+        )
+        self.report.batches += len(batches)
+        results = self._pool.map(self._embed, [[texts[i] for i in b] for b in batches])
+        for batch, outcome in zip(batches, results, strict=True):
+            for i, (vector, error) in zip(batch, outcome, strict=True):
                 if error is not None:
                     failed[keys[i]] = error
                 else:

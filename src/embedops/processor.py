@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ from embedops.cleaning import CleanOptions, CleanStats, FieldSpec, QuarantineWri
 from embedops.config import Settings
 from embedops.errors import ConfigError
 from embedops.models.base import Embedder
-from embedops.models.loader import load_embedder
+from embedops.models.loader import BACKENDS, load_embedder
 from embedops.pipeline import Progress, Run, RunOptions, RunReport, quarantine_path
 from embedops.sources import open_source
 from embedops.store import Collection, VectorStore, check_collection_name
@@ -86,8 +87,20 @@ class EmbeddingProcessor:
     def embedder(self) -> Embedder:
         """The active backend (resolved on first use; weights load on first embed)."""
         if self._embedder is None:
-            self._embedder = load_embedder(self.model, self.backend)
+            workers = self.settings.workers
+            threads = self.settings.threads or max(1, (os.cpu_count() or 1) // workers)
+            self._embedder = load_embedder(
+                self.model, self.backend, cache_dir=self.settings.cache_dir, threads=threads
+            )
         return self._embedder
+
+    @property
+    def batch_tokens(self) -> int:
+        """Token budget of one inference batch: the setting, else the backend's best."""
+        if self.settings.batch_tokens is not None:
+            return self.settings.batch_tokens
+        info = BACKENDS.get(self.backend)
+        return info.batch_tokens if info is not None else 2048
 
     @property
     def model_version(self) -> str:
@@ -179,7 +192,8 @@ class EmbeddingProcessor:
             ),
             report=report,
             options=RunOptions(
-                batch_tokens=self.settings.batch_tokens,
+                batch_tokens=self.batch_tokens,
+                workers=self.settings.workers,
                 sort_window=self.settings.sort_window,
                 cache_size=self.settings.cache_size,
             ),
@@ -204,7 +218,9 @@ class EmbeddingProcessor:
         """
         if isinstance(texts, str):
             raise ConfigError("embed() takes a list of texts; wrap a single text in a list")
-        return embed_in_batches(self.embedder, list(texts), self.settings.batch_tokens)
+        return embed_in_batches(
+            self.embedder, list(texts), self.batch_tokens, workers=self.settings.workers
+        )
 
     def similarity(self, a: str, b: str) -> float:
         """Cosine similarity of two texts."""

@@ -28,7 +28,13 @@ MANIFEST = "manifest.json"
 
 
 def file_sha256(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (names and contents, in name order)."""
     digest = hashlib.sha256()
+    if path.is_dir():
+        for item in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(item.relative_to(path).as_posix().encode() + b"\0")
+            digest.update(file_sha256(item).encode())
+        return digest.hexdigest()
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 22):
             digest.update(chunk)
@@ -57,7 +63,7 @@ def _valid(folder: Path, spec: ModelSpec, filename: str) -> bool:
     if manifest.get("weights_digest") != spec.digest or manifest.get("version") != spec.version:
         logger.warning("artefact %s was built from other weights; rebuilding", folder)
         return False
-    if artefact.is_file() and manifest.get("sha256") != file_sha256(artefact):
+    if manifest.get("sha256") != file_sha256(artefact):
         logger.warning("artefact %s does not match its manifest; rebuilding", artefact)
         return False
     return True
@@ -110,7 +116,7 @@ def ensure_artefact(
             "dim": spec.dim,
             "backend": spec.backend,
             "precision": spec.precision,
-            "sha256": file_sha256(artefact) if artefact.is_file() else None,
+            "sha256": file_sha256(artefact),
             "build_seconds": round(time.perf_counter() - started, 1),
             **extra,
         }

@@ -23,8 +23,9 @@ class SentenceTransformerBackend:
     a run that finds every row unchanged never pays for it. ``load()`` loads it explicitly.
     """
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, *, threads: int | None = None) -> None:
         self._spec = spec
+        self._threads = threads
         self._tokens = TokenCounter(spec)
         self._model: Any = None
 
@@ -44,6 +45,10 @@ class SentenceTransformerBackend:
                 "the torch backend needs sentence-transformers; run: make setup"
             ) from exc
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        if self._threads:
+            import torch
+
+            torch.set_num_threads(self._threads)  # process-wide: torch has one pool
         logger.info("loading model %s from %s", self._spec.name, self._spec.path)
         try:
             self._model = SentenceTransformer(str(self._spec.path), device="cpu")
