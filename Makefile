@@ -12,6 +12,8 @@ setup:  ## fresh .venv with the pinned dependencies (torch first: the CPU wheel)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	# model2vec's distill extra pins transformers<5.4; skeletoken works with the pinned 5.24.
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt skeletoken
 
 test:  ## the whole suite: unit, integration (real model) and quality (shared data)
 	$(PY) -m pytest
@@ -27,6 +29,9 @@ typecheck:
 	$(PY) -m mypy
 
 check: lint typecheck test
+
+bench:  ## every backend against sentence-transformers; writes benchmarks/results/bench.json
+	$(VENV)/bin/embedops bench
 
 clean:
 	rm -rf .embedops .pytest_cache .mypy_cache .ruff_cache

@@ -122,7 +122,7 @@ def run_rounds(contenders: list[Contender], texts: list[str], rounds: int) -> di
 def cold_start(backend: str, texts: list[str]) -> dict[str, float]:
     """Start a fresh process, embed one text (cold start), then ``texts`` (peak RSS)."""
     code = (
-        "import sys, time, json, resource\n"
+        "import sys, time, json\n"
         "t0 = float(sys.argv[2])\n"
         "name = sys.argv[1]\n"
         "texts = json.load(sys.stdin)\n"
@@ -138,7 +138,8 @@ def cold_start(backend: str, texts: list[str]) -> dict[str, float]:
         "enc(['first vector'])\n"
         "first = time.time() - t0\n"
         "enc(texts)\n"
-        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "rss = int(hwm.split()[1]) / 1024\n"
         "print(json.dumps({'cold_start_s': round(first, 3), 'peak_rss_mb': round(rss, 1)}))\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
@@ -170,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logger.setLevel(logging.INFO)
 
     import torch
     from sentence_transformers import SentenceTransformer
@@ -240,27 +242,38 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "results": rows,
         }
 
-    logger.info("1 thread against %d", cores)
-    one_thread = []
+    logger.info("1 thread, all %d threads, and %d workers of 1 thread", cores, cores)
+    from embedops.config import Settings
+
+    extra = []
     for backend in backends:
         if backend == "static":
             continue
-        processor = EmbeddingProcessor(
-            embedder=load_embedder("all-MiniLM-L6-v2", backend, threads=1)
-        )
-        processor.embed(["warm up"])
-        one_thread.append(Contender(f"{backend}@1", processor.embed, 1))
-    paired = [c for c in contenders if c.name in {o.name.split("@")[0] for o in one_thread}]
-    timings = run_rounds(paired + one_thread, stsb, args.rounds)
-    results["threads"] = {
-        o.name.split("@")[0]: {
-            "texts_per_s_1_thread": round(_rate(len(stsb), timings[o.name])[0], 1),
-            f"texts_per_s_{cores}_threads": round(
-                _rate(len(stsb), timings[o.name.split("@")[0]])[0], 1
-            ),
-        }
-        for o in one_thread
-    }
+        single = EmbeddingProcessor(embedder=load_embedder("all-MiniLM-L6-v2", backend, threads=1))
+        single.embed(["warm up"])
+        extra.append(Contender(f"{backend}@1", single.embed, 1))
+        if cores > 1:
+            workers = EmbeddingProcessor(
+                backend=backend, settings=Settings(workers=cores, threads=1)
+            )
+            workers.embed(["warm up"])
+            extra.append(Contender(f"{backend}@{cores}w", workers.embed, 1))
+    bases = {c.name.split("@")[0] for c in extra}
+    paired = [c for c in contenders if c.name in bases]
+    threads: dict[str, Any] = {}
+    for name, texts in (("stsb", stsb), ("ag_news", ag)):
+        timings = run_rounds(paired + extra, texts, args.rounds)
+        for base in sorted(bases):
+            row = threads.setdefault(base, {})
+            row[name] = {
+                "1_thread": round(_rate(len(texts), timings[f"{base}@1"])[0], 1),
+                f"{cores}_threads": round(_rate(len(texts), timings[base])[0], 1),
+            }
+            if f"{base}@{cores}w" in timings:
+                row[name][f"{cores}_workers_x_1_thread"] = round(
+                    _rate(len(texts), timings[f"{base}@{cores}w"])[0], 1
+                )
+    results["threads"] = threads
 
     logger.info("pipeline: Parquet in, LanceDB out, against the raw backend")
     pipeline: dict[str, Any] = {}

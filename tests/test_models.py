@@ -60,5 +60,7 @@ def test_broken_directories(tmp_path: Path) -> None:
 
 
 def test_unknown_backend_lists_known() -> None:
-    with pytest.raises(ConfigError, match="unknown backend 'tpu'; known backends: torch"):
+    with pytest.raises(
+        ConfigError, match=r"unknown backend 'tpu'; known backends: torch, onnx, onnx-int8, static"
+    ):
         load_embedder("all-MiniLM-L6-v2", "tpu")

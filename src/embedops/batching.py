@@ -49,21 +49,28 @@ def token_batches(lengths: Sequence[int], budget: int, max_rows: int = 1024) -> 
 def embed_in_batches(
     embedder: Embedder,
     texts: Sequence[str],
-    budget: int = 2048,
+    budget: int | None = 2048,
     max_rows: int = 1024,
     workers: int = 1,
 ) -> NDArray[np.float32]:
     """Embed any number of texts in token-budget batches; rows come back in input order.
 
-    With ``workers > 1``, that many batches run at once in threads (the backends release the
-    GIL while they compute; give each ``cores / workers`` threads of its own).
+    ``budget=None`` skips length batching (for static models, whose cost does not grow with
+    padding): plain chunks of ``max_rows``. With ``workers > 1``, that many batches run at once
+    in threads (the backends release the GIL while they compute; give each
+    ``cores / workers`` threads of its own).
     """
     out = np.zeros((len(texts), embedder.spec.dim), dtype=np.float32)
     if not texts:
         return out
-    limit = embedder.spec.max_tokens
-    lengths = [min(n, limit) for n in embedder.count_tokens(texts)]
-    batches = token_batches(lengths, budget, max_rows)
+    if budget is None:
+        batches = [
+            list(range(i, min(i + max_rows, len(texts)))) for i in range(0, len(texts), max_rows)
+        ]
+    else:
+        limit = embedder.spec.max_tokens
+        lengths = [min(n, limit) for n in embedder.count_tokens(texts)]
+        batches = token_batches(lengths, budget, max_rows)
     chunks = [[texts[i] for i in batch] for batch in batches]
     if workers > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:

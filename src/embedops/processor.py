@@ -95,8 +95,9 @@ class EmbeddingProcessor:
         return self._embedder
 
     @property
-    def batch_tokens(self) -> int:
-        """Token budget of one inference batch: the setting, else the backend's best."""
+    def batch_tokens(self) -> int | None:
+        """Token budget of one inference batch: the setting, else the backend's best
+        (``None``: no length batching, for static models)."""
         if self.settings.batch_tokens is not None:
             return self.settings.batch_tokens
         info = BACKENDS.get(self.backend)
@@ -192,7 +193,7 @@ class EmbeddingProcessor:
             ),
             report=report,
             options=RunOptions(
-                batch_tokens=self.batch_tokens,
+                batch_tokens=self.batch_tokens or 1 << 20,
                 workers=self.settings.workers,
                 sort_window=self.settings.sort_window,
                 cache_size=self.settings.cache_size,
@@ -218,8 +219,9 @@ class EmbeddingProcessor:
         """
         if isinstance(texts, str):
             raise ConfigError("embed() takes a list of texts; wrap a single text in a list")
+        max_rows = 1024 if self.batch_tokens is not None else 8192
         return embed_in_batches(
-            self.embedder, list(texts), self.batch_tokens, workers=self.settings.workers
+            self.embedder, list(texts), self.batch_tokens, max_rows, self.settings.workers
         )
 
     def similarity(self, a: str, b: str) -> float:

@@ -22,7 +22,7 @@ class BackendInfo:
     precision: str
     factory: Callable[[ModelSpec, Path, int | None], Embedder]
     summary: str
-    batch_tokens: int
+    batch_tokens: int | None
 
 
 def _torch(spec: ModelSpec, cache_dir: Path, threads: int | None) -> Embedder:
@@ -78,8 +78,9 @@ BACKENDS: dict[str, BackendInfo] = {
             "ONNX Runtime, int8 per-channel weights",
             2048,
         ),
+        # Static models cost the same with or without padding: no length batching.
         BackendInfo(
-            "static", "static", "pca256", _static, "model2vec static model, distilled", 65536
+            "static", "static", "pca256", _static, "model2vec static model, distilled", None
         ),
     )
 }

@@ -1,0 +1,74 @@
+"""Every backend against its quality gate, on STS-B dev (the reference is sentence-transformers)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from embedops import EmbeddingProcessor
+from embedops.models.base import ModelSpec
+from embedops.models.loader import BACKENDS, load_embedder
+from embedops.quality import GATES, evaluate
+from tests.conftest import shared_file
+
+pytestmark = [pytest.mark.integration, pytest.mark.quality]
+
+
+class Memo:
+    """Caches the reference's vectors so each backend is compared without re-embedding it."""
+
+    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+        self.inner = inner
+        self.vectors: dict[str, NDArray[np.float32]] = {}
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.inner.spec  # type: ignore[no-any-return]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.inner.count_tokens(texts)  # type: ignore[no-any-return]
+
+    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        if missing:
+            self.vectors.update(zip(missing, self.inner.embed(missing), strict=True))
+        return np.stack([self.vectors[t] for t in texts])
+
+
+@pytest.fixture(scope="module")
+def reference(real_backend):  # type: ignore[no-untyped-def]
+    return Memo(real_backend)
+
+
+@pytest.mark.parametrize(
+    ("backend", "gate"), [("onnx", "fp32"), ("onnx-int8", "int8"), ("static", "static")]
+)
+def test_backend_meets_its_quality_gate(backend: str, gate: str, reference) -> None:  # type: ignore[no-untyped-def]
+    model = load_embedder("all-MiniLM-L6-v2", backend)
+    scores = evaluate(
+        model,
+        stsb=shared_file("stsb-dev.tsv"),
+        reference=None if backend == "static" else reference,
+    )
+    assert GATES[gate].failures(scores) == [], scores
+    assert backend in scores.model_version
+
+
+def test_default_backend_passes_the_fp32_gate(reference) -> None:  # type: ignore[no-untyped-def]
+    processor = EmbeddingProcessor()
+    assert BACKENDS[processor.backend].precision == "fp32"
+    scores = evaluate(processor.embedder, stsb=shared_file("stsb-dev.tsv"), reference=reference)
+    assert GATES["fp32"].failures(scores) == [], scores
+
+
+def test_each_backend_has_its_own_model_version() -> None:
+    versions = {load_embedder("all-MiniLM-L6-v2", b).spec.version for b in BACKENDS}
+    assert versions == {
+        "all-minilm-l6-v2-torch-fp32-53aa51172d14",
+        "all-minilm-l6-v2-onnx-fp32-53aa51172d14",
+        "all-minilm-l6-v2-onnx-int8-53aa51172d14",
+        "all-minilm-l6-v2-static-pca256-53aa51172d14",
+    }
