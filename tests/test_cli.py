@@ -200,3 +200,15 @@ def test_log_json(tmp_path: Path, csv_file: Path) -> None:
     for line in result.stderr.splitlines():
         if line.startswith("{"):
             assert json.loads(line)["level"] in {"INFO", "WARNING"}
+
+
+def test_unknown_backend_lists_known_ones(tmp_path: Path) -> None:
+    code, _, stderr = _run("compare", "a", "b", "--backend", "tpu")
+    assert code == errors.ConfigError.exit_code
+    assert "known backends: torch, onnx, onnx-int8, static" in _one_line_error(stderr)
+
+
+def test_bench_help_comes_from_the_benchmark() -> None:
+    result = runner.invoke(app, ["bench", "--help"])
+    assert result.exit_code == 0
+    assert "--backends" in result.stdout and "--rounds" in result.stdout
