@@ -35,8 +35,12 @@ class Settings(BaseSettings):
         description="Token budget of one inference batch (rows x padded length); "
         "default: the backend's measured best.",
     )
-    workers: int = Field(
-        default=1, ge=1, le=64, description="Inference batches run at once (threads)."
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Inference batches run at once (threads); default: one per core for the "
+        "ONNX backends, 1 for the others.",
     )
     threads: int | None = Field(
         default=None,

@@ -60,6 +60,7 @@ class EmbeddingProcessor:
         self.model = model or self.settings.model
         self.backend = backend or self.settings.backend
         self._embedder = embedder
+        self._injected = embedder is not None
         self._store: VectorStore | None = None
 
     def __enter__(self) -> EmbeddingProcessor:
@@ -87,12 +88,20 @@ class EmbeddingProcessor:
     def embedder(self) -> Embedder:
         """The active backend (resolved on first use; weights load on first embed)."""
         if self._embedder is None:
-            workers = self.settings.workers
-            threads = self.settings.threads or max(1, (os.cpu_count() or 1) // workers)
+            threads = self.settings.threads or max(1, (os.cpu_count() or 1) // self.workers)
             self._embedder = load_embedder(
                 self.model, self.backend, cache_dir=self.settings.cache_dir, threads=threads
             )
         return self._embedder
+
+    @property
+    def workers(self) -> int:
+        """Inference batches at once: the setting, else one per core where the backend gains."""
+        if self.settings.workers is not None:
+            return self.settings.workers
+        info = BACKENDS.get(self.backend)
+        parallel = info is not None and info.parallel_batches and not self._injected
+        return (os.cpu_count() or 1) if parallel else 1
 
     @property
     def batch_tokens(self) -> int | None:
@@ -194,7 +203,7 @@ class EmbeddingProcessor:
             report=report,
             options=RunOptions(
                 batch_tokens=self.batch_tokens or 1 << 20,
-                workers=self.settings.workers,
+                workers=self.workers,
                 sort_window=self.settings.sort_window,
                 cache_size=self.settings.cache_size,
             ),
@@ -221,7 +230,7 @@ class EmbeddingProcessor:
             raise ConfigError("embed() takes a list of texts; wrap a single text in a list")
         max_rows = 1024 if self.batch_tokens is not None else 8192
         return embed_in_batches(
-            self.embedder, list(texts), self.batch_tokens, max_rows, self.settings.workers
+            self.embedder, list(texts), self.batch_tokens, max_rows, self.workers
         )
 
     def similarity(self, a: str, b: str) -> float:

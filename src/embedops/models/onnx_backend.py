@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,15 +56,19 @@ class OnnxBackend:
         self._session: Any = None
         self._tokenizer: Any = None
         self._inputs: set[str] = set()
+        self._load_lock = threading.Lock()
 
     @property
     def spec(self) -> ModelSpec:
         return self._spec
 
     def load(self) -> None:
-        """Build (once) and open the ONNX model (idempotent)."""
-        if self._session is not None:
-            return
+        """Build (once) and open the ONNX model (idempotent, thread-safe)."""
+        with self._load_lock:
+            if self._session is None:
+                self._load()
+
+    def _load(self) -> None:
         try:
             import onnxruntime as ort
             from tokenizers import Tokenizer

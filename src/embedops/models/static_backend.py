@@ -7,6 +7,7 @@ of magnitude faster, at lower quality (STS-B dev 79 against 86.7).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,15 +53,19 @@ class StaticBackend:
         self._cache_dir = cache_dir
         self._tokens = TokenCounter(spec)
         self._model: Any = None
+        self._load_lock = threading.Lock()
 
     @property
     def spec(self) -> ModelSpec:
         return self._spec
 
     def load(self) -> None:
-        """Distil (once) and load the static model (idempotent)."""
-        if self._model is not None:
-            return
+        """Distil (once) and load the static model (idempotent, thread-safe)."""
+        with self._load_lock:
+            if self._model is None:
+                self._load()
+
+    def _load(self) -> None:
         try:
             from model2vec import StaticModel
         except ImportError as exc:

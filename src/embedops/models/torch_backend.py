@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,9 @@ class SentenceTransformerBackend:
         self._threads = threads
         self._tokens = TokenCounter(spec)
         self._model: Any = None
+        # The Hugging Face tokenizer inside encode() is not safe to call from two threads
+        # ("Already borrowed"); torch parallelises inside each call instead.
+        self._lock = threading.Lock()
 
     @property
     def spec(self) -> ModelSpec:
@@ -66,11 +70,12 @@ class SentenceTransformerBackend:
         if not texts:
             return np.zeros((0, self._spec.dim), dtype=np.float32)
         self.load()
-        vectors = self._model.encode(
-            list(texts),
-            batch_size=len(texts),
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=len(texts),
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return np.ascontiguousarray(vectors, dtype=np.float32)
