@@ -178,7 +178,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from transformers import AutoConfig, AutoTokenizer
 
     from embedops import EmbeddingProcessor
-    from embedops.models.loader import load_embedder
     from embedops.models.registry import resolve_model
     from embedops.quality import evaluate, read_ag_news, read_stsb
 
@@ -242,37 +241,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "results": rows,
         }
 
-    logger.info("1 thread, all %d threads, and %d workers of 1 thread", cores, cores)
+    logger.info("1 thread, 1 batch on %d threads, %d batches of 1 thread", cores, cores)
     from embedops.config import Settings
 
+    layouts = {"1_thread": (1, 1), f"1x{cores}_threads": (1, cores)}
+    if cores > 1:
+        layouts[f"{cores}_workers_x1_thread"] = (cores, 1)
     extra = []
     for backend in backends:
         if backend == "static":
             continue
-        single = EmbeddingProcessor(embedder=load_embedder("all-MiniLM-L6-v2", backend, threads=1))
-        single.embed(["warm up"])
-        extra.append(Contender(f"{backend}@1", single.embed, 1))
-        if cores > 1:
-            workers = EmbeddingProcessor(
-                backend=backend, settings=Settings(workers=cores, threads=1)
+        for label, (workers, threads) in layouts.items():
+            processor = EmbeddingProcessor(
+                backend=backend, settings=Settings(workers=workers, threads=threads)
             )
-            workers.embed(["warm up"])
-            extra.append(Contender(f"{backend}@{cores}w", workers.embed, 1))
-    bases = {c.name.split("@")[0] for c in extra}
-    paired = [c for c in contenders if c.name in bases]
+            processor.embed(["warm up"])
+            extra.append(Contender(f"{backend}@{label}", processor.embed, threads))
     threads: dict[str, Any] = {}
     for name, texts in (("stsb", stsb), ("ag_news", ag)):
-        timings = run_rounds(paired + extra, texts, args.rounds)
-        for base in sorted(bases):
-            row = threads.setdefault(base, {})
-            row[name] = {
-                "1_thread": round(_rate(len(texts), timings[f"{base}@1"])[0], 1),
-                f"{cores}_threads": round(_rate(len(texts), timings[base])[0], 1),
-            }
-            if f"{base}@{cores}w" in timings:
-                row[name][f"{cores}_workers_x_1_thread"] = round(
-                    _rate(len(texts), timings[f"{base}@{cores}w"])[0], 1
-                )
+        timings = run_rounds(extra, texts, args.rounds)
+        for c in extra:
+            backend, label = c.name.split("@")
+            threads.setdefault(backend, {}).setdefault(name, {})[label] = round(
+                _rate(len(texts), timings[c.name])[0], 1
+            )
     results["threads"] = threads
 
     logger.info("pipeline: Parquet in, LanceDB out, against the raw backend")

@@ -1,6 +1,6 @@
 """Render benchmarks/results/bench.json as the markdown tables of benchmarks/README.md.
 
-    python -m benchmarks.report [benchmarks/results/bench.json]
+python -m benchmarks.report [benchmarks/results/bench.json]
 """
 
 from __future__ import annotations
@@ -51,13 +51,14 @@ def render(results: dict[str, Any]) -> str:
             f"{p['pipeline_share_of_raw']:.0%} |"
         )
     lines.append("")
-    lines.append("| backend | input | 1 thread | all threads | workers x 1 thread |")
-    lines.append("|---|---|---|---|---|")
+    first = next(iter(next(iter(results["threads"].values())).values()))
+    labels = list(first)
+    lines.append("| backend | input | " + " | ".join(labels) + " |")
+    lines.append("|---|---|" + "---|" * len(labels))
     for name, by_input in results["threads"].items():
         for input_name, row in by_input.items():
-            values = list(row.values())
-            workers = values[2] if len(values) > 2 else "-"
-            lines.append(f"| {name} | {input_name} | {values[0]} | {values[1]} | {workers} |")
+            cells = " | ".join(str(row.get(label, "-")) for label in labels)
+            lines.append(f"| {name} | {input_name} | {cells} |")
     machine = results["machine"]
     lines.append("")
     lines.append(

@@ -30,3 +30,12 @@ def test_row_longer_than_budget_gets_own_batch() -> None:
 
 def test_max_rows() -> None:
     assert [len(b) for b in token_batches([1] * 10, budget=1000, max_rows=4)] == [4, 4, 2]
+
+
+def test_rows_per_worker_gives_each_worker_a_batch() -> None:
+    from embedops.batching import rows_per_worker
+
+    assert rows_per_worker(128, 1024, 2) == 64
+    assert rows_per_worker(5000, 1024, 2) == 1024
+    assert rows_per_worker(1, 1024, 4) == 1
+    assert rows_per_worker(7, 1024, 1) == 7

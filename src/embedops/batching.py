@@ -46,6 +46,11 @@ def token_batches(lengths: Sequence[int], budget: int, max_rows: int = 1024) -> 
     return batches
 
 
+def rows_per_worker(rows: int, max_rows: int, workers: int) -> int:
+    """Cap batch rows so that ``rows`` give every worker at least one batch."""
+    return max(1, min(max_rows, -(-rows // max(1, workers))))
+
+
 def embed_in_batches(
     embedder: Embedder,
     texts: Sequence[str],
@@ -63,6 +68,7 @@ def embed_in_batches(
     out = np.zeros((len(texts), embedder.spec.dim), dtype=np.float32)
     if not texts:
         return out
+    max_rows = rows_per_worker(len(texts), max_rows, workers)
     if budget is None:
         batches = [
             list(range(i, min(i + max_rows, len(texts)))) for i in range(0, len(texts), max_rows)

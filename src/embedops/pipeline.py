@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from embedops.batching import token_batches
+from embedops.batching import rows_per_worker, token_batches
 from embedops.cleaning import (
     Cleaner,
     CleanOptions,
@@ -348,7 +348,7 @@ class Run:
         batches = token_batches(
             [min(n, limit) for n in lengths],
             self.options.batch_tokens,
-            self.options.max_batch_rows,
+            rows_per_worker(len(keys), self.options.max_batch_rows, self.options.workers),
         )
         self.report.batches += len(batches)
         results = self._pool.map(self._embed, [[texts[i] for i in b] for b in batches])
