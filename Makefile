@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+export TQDM_DISABLE := 1
 
 .PHONY: setup test test-fast check lint typecheck bench clean
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -10,27 +9,17 @@ import pytest
 from scipy.stats import spearmanr
 
 from embedops import EmbeddingProcessor
+from embedops.quality import read_stsb
 from tests.conftest import shared_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.quality]
-
-
-def _stsb() -> tuple[list[str], list[str], list[float]]:
-    path = shared_file("stsb-dev.tsv")
-    a, b, scores = [], [], []
-    with path.open(encoding="utf-8") as fh:
-        for row in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
-            scores.append(float(row[4]))
-            a.append(row[5])
-            b.append(row[6])
-    return a, b, scores
 
 
 @pytest.fixture(scope="module")
 def stsb_vectors(real_backend):  # type: ignore[no-untyped-def]
     from sentence_transformers import SentenceTransformer
 
-    a, b, scores = _stsb()
+    a, b, scores = read_stsb(shared_file("stsb-dev.tsv"))
     sentences = list(dict.fromkeys(a + b))
     processor = EmbeddingProcessor(embedder=real_backend)
     ours = processor.embed(sentences)

@@ -32,28 +32,20 @@ def _torch(spec: ModelSpec, cache_dir: Path, threads: int | None) -> Embedder:
     return SentenceTransformerBackend(spec, threads=threads)
 
 
-def _onnx(spec: ModelSpec, cache_dir: Path, threads: int | None) -> Embedder:
-    from embedops.models.onnx_backend import OnnxBackend
-    from embedops.models.onnx_export import export_fp32
+def _onnx_builder(precision: str) -> Callable[[ModelSpec, Path, int | None], Embedder]:
+    def factory(spec: ModelSpec, cache_dir: Path, threads: int | None) -> Embedder:
+        from embedops.models.onnx_backend import OnnxBackend
+        from embedops.models.onnx_export import export_fp32, export_int8
 
-    return OnnxBackend(
-        spec,
-        cache_dir=cache_dir,
-        threads=threads,
-        build=lambda folder: export_fp32(spec, folder, OnnxBackend.filename),
-    )
+        export = export_int8 if precision == "int8" else export_fp32
+        return OnnxBackend(
+            spec,
+            cache_dir=cache_dir,
+            threads=threads,
+            build=lambda folder: export(spec, folder, OnnxBackend.filename),
+        )
 
-
-def _onnx_int8(spec: ModelSpec, cache_dir: Path, threads: int | None) -> Embedder:
-    from embedops.models.onnx_backend import OnnxBackend
-    from embedops.models.onnx_export import export_int8
-
-    return OnnxBackend(
-        spec,
-        cache_dir=cache_dir,
-        threads=threads,
-        build=lambda folder: export_int8(spec, folder, OnnxBackend.filename),
-    )
+    return factory
 
 
 def _static(spec: ModelSpec, cache_dir: Path, threads: int | None) -> Embedder:
@@ -82,7 +74,7 @@ BACKENDS: dict[str, BackendInfo] = {
             "onnx",
             "onnx",
             "fp32",
-            _onnx,
+            _onnx_builder("fp32"),
             "ONNX Runtime, fp32",
             batch_tokens=1024,
             parallel_batches=True,
@@ -91,7 +83,7 @@ BACKENDS: dict[str, BackendInfo] = {
             "onnx-int8",
             "onnx",
             "int8",
-            _onnx_int8,
+            _onnx_builder("int8"),
             "ONNX Runtime, int8 per-channel weights",
             batch_tokens=2048,
             parallel_batches=True,
