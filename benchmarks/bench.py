@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 PEER = "peer"
 ALL_BACKENDS = ("torch", "onnx", "onnx-int8", "static")
+SECTIONS = ("throughput", "threads", "pipeline", "quality", "process")
 
 
 @dataclass
@@ -166,6 +167,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--texts", type=int, default=1024, help="texts per input set")
     parser.add_argument("--sweep", default="8,16,32,64,128,256")
     parser.add_argument("--quick", action="store_true", help="skip AG News 10-NN and cold start")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help="run only these (the others are kept from --out): " + ",".join(SECTIONS),
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench.json")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -178,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from transformers import AutoConfig, AutoTokenizer
 
     from embedops import EmbeddingProcessor
+    from embedops.config import Settings
     from embedops.models.registry import resolve_model
     from embedops.quality import evaluate, read_ag_news, read_stsb
 
@@ -214,108 +221,116 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         processors[backend] = processor
         contenders.append(Contender(backend, processor.embed, cores))
 
-    results: dict[str, Any] = {"inputs": {}}
-    for name, texts in inputs.items():
-        logger.info("throughput on %s (%d texts)", name, len(texts))
-        tokens = tokens_of(texts)
-        timings = run_rounds(contenders, texts, args.rounds)
-        peer_best, peer_median = _rate(len(texts), timings[PEER])
-        rows: dict[str, Any] = {}
-        for c in contenders:
-            best, median = _rate(len(texts), timings[c.name])
-            flops = flops_per_text(config, tokens / len(texts))
-            static = c.name == "static"
-            rows[c.name] = {
-                "texts_per_s": round(best, 1),
-                "texts_per_s_median": round(median, 1),
-                "tokens_per_s": round(best * tokens / len(texts), 1),
-                "ratio_to_peer": round(best / peer_best, 3),
-                "ratio_to_peer_median": round(median / peer_median, 3),
-                "roofline_share": None
-                if static
-                else round(best * flops / (gflops[cores] * 1e9), 3),
+    sections = set(args.sections.split(","))
+    results: dict[str, Any] = {}
+    if args.out.is_file() and sections != set(SECTIONS):
+        results = json.loads(args.out.read_text())  # update only the sections asked for
+    results.setdefault("inputs", {})
+    if "throughput" in sections:
+        for name, texts in inputs.items():
+            logger.info("throughput on %s (%d texts)", name, len(texts))
+            tokens = tokens_of(texts)
+            timings = run_rounds(contenders, texts, args.rounds)
+            peer_best, peer_median = _rate(len(texts), timings[PEER])
+            rows: dict[str, Any] = {}
+            for c in contenders:
+                best, median = _rate(len(texts), timings[c.name])
+                flops = flops_per_text(config, tokens / len(texts))
+                static = c.name == "static"
+                rows[c.name] = {
+                    "texts_per_s": round(best, 1),
+                    "texts_per_s_median": round(median, 1),
+                    "tokens_per_s": round(best * tokens / len(texts), 1),
+                    "ratio_to_peer": round(best / peer_best, 3),
+                    "ratio_to_peer_median": round(median / peer_median, 3),
+                    "roofline_share": None
+                    if static
+                    else round(best * flops / (gflops[cores] * 1e9), 3),
+                }
+            results["inputs"][name] = {
+                "texts": len(texts),
+                "mean_tokens": round(tokens / len(texts), 1),
+                "results": rows,
             }
-        results["inputs"][name] = {
-            "texts": len(texts),
-            "mean_tokens": round(tokens / len(texts), 1),
-            "results": rows,
-        }
 
-    logger.info("1 thread, 1 batch on %d threads, %d batches of 1 thread", cores, cores)
-    from embedops.config import Settings
-
-    layouts = {"1_thread": (1, 1), f"1x{cores}_threads": (1, cores)}
-    if cores > 1:
-        layouts[f"{cores}_workers_x1_thread"] = (cores, 1)
-    extra = []
-    for backend in backends:
-        if backend == "static":
-            continue
-        for label, (workers, threads) in layouts.items():
-            processor = EmbeddingProcessor(
-                backend=backend, settings=Settings(workers=workers, threads=threads)
-            )
-            processor.embed(["warm up"])
-            extra.append(Contender(f"{backend}@{label}", processor.embed, threads))
-    threads: dict[str, Any] = {}
-    for name, texts in (("stsb", stsb), ("ag_news", ag)):
-        timings = run_rounds(extra, texts, args.rounds)
-        for c in extra:
-            backend, label = c.name.split("@")
-            threads.setdefault(backend, {}).setdefault(name, {})[label] = round(
-                _rate(len(texts), timings[c.name])[0], 1
-            )
-    results["threads"] = threads
-
-    logger.info("pipeline: Parquet in, LanceDB out, against the raw backend")
-    pipeline: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        parquet = Path(tmp) / "ag.parquet"
-        pq.write_table(pa.table({"id": [str(i) for i in range(len(ag))], "text": ag}), parquet)
-        for backend, processor in processors.items():
-            runs = []
-            raw = []
-            for r in range(args.rounds):
-                started = time.perf_counter()
-                processor.embed(ag)
-                raw.append(time.perf_counter() - started)
-                store = EmbeddingProcessor(
-                    store=Path(tmp) / f"s{backend}{r}", embedder=processor.embedder
+    if "threads" in sections:
+        logger.info("1 thread, 1 batch on %d threads, %d batches of 1 thread", cores, cores)
+        layouts = {"1_thread": (1, 1), f"1x{cores}_threads": (1, cores)}
+        if cores > 1:
+            layouts[f"{cores}_workers_x1_thread"] = (cores, 1)
+        extra = []
+        for backend in backends:
+            if backend == "static":
+                continue
+            for label, (workers, threads) in layouts.items():
+                processor = EmbeddingProcessor(
+                    backend=backend, settings=Settings(workers=workers, threads=threads)
                 )
-                with store:
-                    report = store.process(
-                        parquet,
-                        collection="bench",
-                        id_field="id",
-                        text_field="text",
-                        normalize=False,
-                        strip_markup=False,
+                processor.embed(["warm up"])
+                extra.append(Contender(f"{backend}@{label}", processor.embed, threads))
+        threads: dict[str, Any] = {}
+        for name, texts in (("stsb", stsb), ("ag_news", ag)):
+            timings = run_rounds(extra, texts, args.rounds)
+            for c in extra:
+                backend, label = c.name.split("@")
+                threads.setdefault(backend, {}).setdefault(name, {})[label] = round(
+                    _rate(len(texts), timings[c.name])[0], 1
+                )
+        results["threads"] = threads
+
+    if "pipeline" in sections:
+        logger.info("pipeline: Parquet in, LanceDB out, against the raw backend")
+        pipeline: dict[str, Any] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            parquet = Path(tmp) / "ag.parquet"
+            pq.write_table(pa.table({"id": [str(i) for i in range(len(ag))], "text": ag}), parquet)
+            for backend, processor in processors.items():
+                runs = []
+                raw = []
+                for r in range(args.rounds):
+                    started = time.perf_counter()
+                    processor.embed(ag)
+                    raw.append(time.perf_counter() - started)
+                    store = EmbeddingProcessor(
+                        store=Path(tmp) / f"s{backend}{r}",
+                        embedder=processor.embedder,
+                        settings=Settings(workers=processor.workers),
                     )
-                runs.append(report.seconds)
-            pipeline[backend] = {
-                "raw_texts_per_s": round(len(ag) / min(raw), 1),
-                "pipeline_texts_per_s": round(len(ag) / min(runs), 1),
-                "pipeline_share_of_raw": round(min(raw) / min(runs), 3),
-            }
-    results["pipeline"] = pipeline
+                    with store:
+                        report = store.process(
+                            parquet,
+                            collection="bench",
+                            id_field="id",
+                            text_field="text",
+                            normalize=False,
+                            strip_markup=False,
+                        )
+                    runs.append(report.seconds)
+                pipeline[backend] = {
+                    "raw_texts_per_s": round(len(ag) / min(raw), 1),
+                    "pipeline_texts_per_s": round(len(ag) / min(runs), 1),
+                    "pipeline_share_of_raw": round(min(raw) / min(runs), 3),
+                }
+        results["pipeline"] = pipeline
 
-    logger.info("quality")
-    reference = processors.get("torch")
-    quality: dict[str, Any] = {}
-    for backend, processor in processors.items():
-        scores = evaluate(
-            processor.embedder,
-            stsb=DATA / "stsb-dev.tsv",
-            ag_news=None if args.quick else DATA / "ag_news_test.csv",
-            reference=None if backend == "static" or reference is None else reference.embedder,
-        )
-        quality[backend] = scores.to_dict()
-    results["quality"] = quality
+    if "quality" in sections:
+        logger.info("quality")
+        reference = processors.get("torch")
+        quality: dict[str, Any] = {}
+        for backend, processor in processors.items():
+            scores = evaluate(
+                processor.embedder,
+                stsb=DATA / "stsb-dev.tsv",
+                ag_news=None if args.quick else DATA / "ag_news_test.csv",
+                reference=None if backend == "static" or reference is None else reference.embedder,
+            )
+            quality[backend] = scores.to_dict()
+        results["quality"] = quality
 
-    if not args.quick:
+    if not args.quick and "process" in sections:
         logger.info("cold start and peak RSS, each in a fresh process")
         results["process"] = {name: cold_start(name, stsb) for name in [PEER, *backends]}
 
