@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,12 @@ from numpy.typing import NDArray
 from embedops.errors import ModelLoadError
 from embedops.models.artifacts import ensure_artefact
 from embedops.models.base import ModelSpec
-from embedops.models.tokens import TokenCounter
+from embedops.models.lazy import LazyBackend
 
 logger = logging.getLogger(__name__)
 
 
-class OnnxBackend:
+class OnnxBackend(LazyBackend):
     """Runs an exported model with ONNX Runtime on the CPU.
 
     The ONNX file is built on first ``load()`` (or ``embed``) and cached under ``cache_dir``
@@ -48,27 +47,16 @@ class OnnxBackend:
         build: Callable[[Path], dict[str, Any]],
         threads: int | None = None,
     ) -> None:
-        self._spec = spec
+        super().__init__(spec)
         self._cache_dir = cache_dir
         self._build = build
         self._threads = threads or os.cpu_count() or 1
-        self._tokens = TokenCounter(spec)
         self._session: Any = None
         self._tokenizer: Any = None
         self._inputs: set[str] = set()
-        self._load_lock = threading.Lock()
-
-    @property
-    def spec(self) -> ModelSpec:
-        return self._spec
-
-    def load(self) -> None:
-        """Build (once) and open the ONNX model (idempotent, thread-safe)."""
-        with self._load_lock:
-            if self._session is None:
-                self._load()
 
     def _load(self) -> None:
+        """Build (once) and open the ONNX model."""
         try:
             import onnxruntime as ort
             from tokenizers import Tokenizer
@@ -96,14 +84,8 @@ class OnnxBackend:
         tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         self._tokenizer = tokenizer
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return self._tokens.count(texts)
-
-    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        if not texts:
-            return np.zeros((0, self._spec.dim), dtype=np.float32)
-        self.load()
-        encodings = self._tokenizer.encode_batch(list(texts))
+    def _embed(self, texts: list[str]) -> NDArray[np.float32]:
+        encodings = self._tokenizer.encode_batch(texts)
         ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
         mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
         feed = {"input_ids": ids, "attention_mask": mask}

@@ -7,8 +7,6 @@ of magnitude faster, at lower quality (STS-B dev 79 against 86.7).
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ from numpy.typing import NDArray
 from embedops.errors import ModelLoadError
 from embedops.models.artifacts import ensure_artefact, library_versions
 from embedops.models.base import ModelSpec
-from embedops.models.tokens import TokenCounter
+from embedops.models.lazy import LazyBackend
 
 logger = logging.getLogger(__name__)
 
@@ -43,29 +41,18 @@ def distill_static(spec: ModelSpec, folder: Path, filename: str) -> dict[str, An
     }
 
 
-class StaticBackend:
+class StaticBackend(LazyBackend):
     """Embeds with a model2vec ``StaticModel`` built once and cached by model version."""
 
     filename = "model"
 
     def __init__(self, spec: ModelSpec, *, cache_dir: Path) -> None:
-        self._spec = spec
+        super().__init__(spec)
         self._cache_dir = cache_dir
-        self._tokens = TokenCounter(spec)
         self._model: Any = None
-        self._load_lock = threading.Lock()
-
-    @property
-    def spec(self) -> ModelSpec:
-        return self._spec
-
-    def load(self) -> None:
-        """Distil (once) and load the static model (idempotent, thread-safe)."""
-        with self._load_lock:
-            if self._model is None:
-                self._load()
 
     def _load(self) -> None:
+        """Distil (once) and load the static model."""
         try:
             from model2vec import StaticModel
         except ImportError as exc:
@@ -78,16 +65,10 @@ class StaticBackend:
         )
         self._model = StaticModel.from_pretrained(str(path))
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return self._tokens.count(texts)
-
-    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        if not texts:
-            return np.zeros((0, self._spec.dim), dtype=np.float32)
-        self.load()
+    def _embed(self, texts: list[str]) -> NDArray[np.float32]:
         vectors = np.asarray(
             self._model.encode(
-                list(texts),
+                texts,
                 max_length=self._spec.max_tokens,
                 batch_size=max(len(texts), 1),
                 show_progress_bar=False,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -12,35 +11,27 @@ from numpy.typing import NDArray
 
 from embedops.errors import ModelLoadError
 from embedops.models.base import ModelSpec
-from embedops.models.tokens import TokenCounter
+from embedops.models.lazy import LazyBackend
 
 logger = logging.getLogger(__name__)
 
 
-class SentenceTransformerBackend:
+class SentenceTransformerBackend(LazyBackend):
     """Embeds with ``SentenceTransformer.encode(normalize_embeddings=True)``.
 
-    Constructing it is cheap (tokenizer only); the model loads on the first ``embed`` call, so
-    a run that finds every row unchanged never pays for it. ``load()`` loads it explicitly.
+    The model loads on the first ``embed`` call, so a run that finds every row unchanged never
+    pays for it.
     """
 
     def __init__(self, spec: ModelSpec, *, threads: int | None = None) -> None:
-        self._spec = spec
+        super().__init__(spec)
         self._threads = threads
-        self._tokens = TokenCounter(spec)
         self._model: Any = None
         # The Hugging Face tokenizer inside encode() is not safe to call from two threads
         # ("Already borrowed"); torch parallelises inside each call instead.
         self._lock = threading.Lock()
 
-    @property
-    def spec(self) -> ModelSpec:
-        return self._spec
-
-    def load(self) -> None:
-        """Load the model now (idempotent)."""
-        if self._model is not None:
-            return
+    def _load(self) -> None:
         try:
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as hf_logging
@@ -63,16 +54,10 @@ class SentenceTransformerBackend:
             ) from exc
         self._model.max_seq_length = self._spec.max_tokens
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return self._tokens.count(texts)
-
-    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        if not texts:
-            return np.zeros((0, self._spec.dim), dtype=np.float32)
-        self.load()
+    def _embed(self, texts: list[str]) -> NDArray[np.float32]:
         with self._lock:
             vectors = self._model.encode(
-                list(texts),
+                texts,
                 batch_size=len(texts),
                 normalize_embeddings=True,
                 convert_to_numpy=True,
