@@ -20,7 +20,7 @@ from embedops.models.base import Embedder
 from embedops.models.loader import BACKENDS, load_embedder
 from embedops.pipeline import Progress, Run, RunOptions, RunReport, quarantine_path
 from embedops.sources import open_source
-from embedops.store import Collection, VectorStore, check_collection_name
+from embedops.store import SYSTEM_COLUMNS, Collection, VectorStore, check_collection_name
 
 logger = logging.getLogger(__name__)
 
@@ -178,9 +178,7 @@ class EmbeddingProcessor:
             rows=self.settings.read_rows,
         )
         spec.check(opened.fields, opened.path)
-        reserved = sorted(
-            set(spec.keep) & {"id", "vector", "text", "content_hash", "model_version", "updated_at"}
-        )
+        reserved = sorted(set(spec.keep) & set(SYSTEM_COLUMNS))
         if reserved:
             raise ConfigError(f"--keep cannot name the reserved column(s) {reserved}; rename them")
         embedder = self.embedder

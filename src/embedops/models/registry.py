@@ -19,8 +19,6 @@ from embedops.models.base import ModelSpec
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
-
 
 @dataclass(frozen=True)
 class KnownModel:
