@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from embedops import EmbeddingProcessor
 from embedops.models.base import ModelSpec
 from embedops.models.loader import BACKENDS, load_embedder
-from embedops.quality import GATES, evaluate
+from embedops.quality import GATES, evaluate, read_stsb
 from tests.conftest import shared_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.quality]
@@ -72,3 +72,24 @@ def test_each_backend_has_its_own_model_version() -> None:
         "all-minilm-l6-v2-onnx-int8-53aa51172d14",
         "all-minilm-l6-v2-static-pca256-53aa51172d14",
     }
+
+
+def test_static_backend_gives_model2vec_vectors() -> None:
+    """The vectorised static path equals model2vec's own ``encode`` (float32 against its
+    float16 sums), on real sentences, a text past the length limit and texts with no token."""
+    from model2vec import StaticModel
+
+    from embedops.models.static_backend import StaticBackend
+
+    backend = load_embedder("all-MiniLM-L6-v2", "static")
+    assert isinstance(backend, StaticBackend)
+    a, b, _ = read_stsb(shared_file("stsb-dev.tsv"))
+    texts = [*a[:500], " ".join(b[:200]), "Café [SEP] naïve", "", "\x00\x07"]
+    ours = backend.embed(texts)
+    model = StaticModel.from_pretrained(str(backend.model_path))
+    theirs = model.encode(texts, max_length=backend.spec.max_tokens, use_multiprocessing=False)
+    theirs = np.asarray(theirs, dtype=np.float32)
+    assert ours.shape == (len(texts), 256)
+    cosine = (ours[:-2] * theirs[:-2]).sum(axis=1) / np.linalg.norm(theirs[:-2], axis=1)
+    assert cosine.min() >= 0.9999, cosine.min()
+    assert not ours[-2:].any()  # nothing to embed: a zero vector, as model2vec gives

@@ -6,6 +6,7 @@ of magnitude faster, at lower quality (STS-B dev 79 against 86.7).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from embedops.errors import ModelLoadError
 from embedops.models.artifacts import ensure_artefact, library_versions
 from embedops.models.base import ModelSpec
 from embedops.models.lazy import LazyBackend
+from embedops.models.tokens import read_tokenizer
+from embedops.models.wordpiece import FastWordPiece
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +45,25 @@ def distill_static(spec: ModelSpec, folder: Path, filename: str) -> dict[str, An
 
 
 class StaticBackend(LazyBackend):
-    """Embeds with a model2vec ``StaticModel`` built once and cached by model version."""
+    """Embeds with a model2vec model built once and cached by model version.
+
+    The model is loaded with model2vec; embedding runs here, vectorised: token ids from
+    ``FastWordPiece`` (the same ids as the model's tokenizer), one table lookup for the whole
+    batch and one sum per text. It follows model2vec's ``encode`` (the text cut to
+    ``max_tokens`` x the median token length in characters, then to ``max_tokens`` tokens,
+    ``[UNK]`` dropped, the mean of the token vectors) in float32 instead of the stored float16.
+    """
 
     filename = "model"
 
     def __init__(self, spec: ModelSpec, *, cache_dir: Path) -> None:
         super().__init__(spec)
         self._cache_dir = cache_dir
-        self._model: Any = None
+        self._table: NDArray[np.float32] = np.zeros((0, spec.dim), dtype=np.float32)
+        self._tokenizer: Any = None
+        self._fast: FastWordPiece | None = None
+        self._max_chars = 0
+        self.model_path: Path | None = None  # the model2vec folder, once loaded
 
     def _load(self) -> None:
         """Distil (once) and load the static model."""
@@ -63,18 +77,52 @@ class StaticBackend(LazyBackend):
             self.filename,
             lambda folder: distill_static(self._spec, folder, self.filename),
         )
-        self._model = StaticModel.from_pretrained(str(path))
+        model = StaticModel.from_pretrained(str(path))
+        self.model_path = path
+        self._table = token_table(model)
+        self._tokenizer = read_tokenizer(path / "tokenizer.json")
+        self._fast = FastWordPiece.of(self._tokenizer)
+        self._max_chars = self._spec.max_tokens * int(model.median_token_length)
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        texts = [text[: self._max_chars] for text in texts]
+        if self._fast is not None:
+            ids = self._fast.encode(texts)
+        else:
+            encodings = self._tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+            ids = [e.ids for e in encodings]
+        limit = self._spec.max_tokens
+        return [i if len(i) <= limit else i[:limit] for i in ids]
 
     def _embed(self, texts: list[str]) -> NDArray[np.float32]:
-        vectors = np.asarray(
-            self._model.encode(
-                texts,
-                max_length=self._spec.max_tokens,
-                batch_size=max(len(texts), 1),
-                show_progress_bar=False,
-                use_multiprocessing=False,
-            ),
-            dtype=np.float32,
+        from scipy.sparse import csr_matrix
+
+        ids = self._ids(texts)
+        bounds = np.zeros(len(ids) + 1, dtype=np.intp)
+        np.cumsum(np.fromiter(map(len, ids), dtype=np.intp, count=len(ids)), out=bounds[1:])
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.intp, count=bounds[-1])
+        # One sparse (texts x vocabulary) count matrix times the table sums each text's token
+        # vectors without gathering them (a gather of every token's row is 40x slower).
+        counts = csr_matrix(
+            (np.ones(flat.size, dtype=np.float32), flat, bounds),
+            shape=(len(ids), self._table.shape[0]),
         )
-        norms = np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
-        return np.ascontiguousarray(vectors / norms)
+        sums = np.asarray(counts @ self._table, dtype=np.float32)
+        # The mean and the sum point the same way; normalising the sum gives the mean's
+        # direction. Texts with no known token stay zero.
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        return np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 0)
+
+
+def token_table(model: Any) -> NDArray[np.float32]:
+    """One float32 row per token id: model2vec's vector (through its token mapping), times
+    its weight, and zero for ``[UNK]`` (model2vec drops unknown tokens)."""
+    table = np.asarray(model.embedding, dtype=np.float32)
+    if model.token_mapping is not None:
+        table = table[np.asarray(model.token_mapping)]
+    if model.weights is not None:
+        table = table * np.asarray(model.weights, dtype=np.float32)[:, None]
+    table = np.array(table, dtype=np.float32)
+    if model.unk_token_id is not None:
+        table[model.unk_token_id] = 0.0
+    return table
