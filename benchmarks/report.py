@@ -43,11 +43,12 @@ def render(results: dict[str, Any]) -> str:
         for name, p in results["process"].items():
             lines.append(f"| {name} | {p['cold_start_s']} | {p['peak_rss_mb']} |")
     lines.append("")
-    lines.append("| backend | raw texts/s | pipeline texts/s | pipeline / raw |")
-    lines.append("|---|---|---|---|")
+    lines.append("| backend | rows | raw texts/s | pipeline texts/s | pipeline / raw |")
+    lines.append("|---|---|---|---|---|")
     for name, p in results["pipeline"].items():
         lines.append(
-            f"| {name} | {p['raw_texts_per_s']} | {p['pipeline_texts_per_s']} | "
+            f"| {name} | {p.get('rows', '-')} | {p['raw_texts_per_s']} | "
+            f"{p['pipeline_texts_per_s']} | "
             f"{p['pipeline_share_of_raw']:.0%} |"
         )
     lines.append("")
@@ -57,8 +58,8 @@ def render(results: dict[str, Any]) -> str:
     lines.append("|---|---|" + "---|" * len(labels))
     for name, by_input in results["threads"].items():
         for input_name, row in by_input.items():
-            cells = " | ".join(str(row.get(label, "-")) for label in labels)
-            lines.append(f"| {name} | {input_name} | {cells} |")
+            row_cells = " | ".join(str(row.get(label, "-")) for label in labels)
+            lines.append(f"| {name} | {input_name} | {row_cells} |")
     machine = results["machine"]
     lines.append("")
     lines.append(

@@ -64,3 +64,15 @@ def test_unknown_backend_lists_known() -> None:
         ConfigError, match=r"unknown backend 'tpu'; known backends: torch, onnx, onnx-int8, static"
     ):
         load_embedder("all-MiniLM-L6-v2", "tpu")
+
+
+@pytest.mark.parametrize(("backend", "budget"), [("static", None), ("onnx", 1024)])
+def test_an_injected_embedder_keeps_its_backends_batching(backend: str, budget: int | None) -> None:
+    from embedops import EmbeddingProcessor
+    from tests.fakes import FakeEmbedder
+
+    embedder = load_embedder("all-MiniLM-L6-v2", backend)  # no weights load until used
+    processor = EmbeddingProcessor(embedder=embedder)
+    assert processor.backend == backend
+    assert processor.batch_tokens == budget
+    assert EmbeddingProcessor(embedder=FakeEmbedder()).backend == "torch"  # not one of ours

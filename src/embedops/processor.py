@@ -17,7 +17,7 @@ from embedops.cleaning import CleanOptions, CleanStats, FieldSpec, QuarantineWri
 from embedops.config import Settings
 from embedops.errors import ConfigError
 from embedops.models.base import Embedder
-from embedops.models.loader import BACKENDS, load_embedder
+from embedops.models.loader import BACKENDS, backend_of, load_embedder
 from embedops.pipeline import Progress, Run, RunOptions, RunReport, quarantine_path
 from embedops.sources import open_source
 from embedops.store import SYSTEM_COLUMNS, Collection, VectorStore, check_collection_name
@@ -58,7 +58,9 @@ class EmbeddingProcessor:
         self.settings = settings or Settings()
         self.store_path = Path(store) if store is not None else self.settings.store
         self.model = model or self.settings.model
-        self.backend = backend or self.settings.backend
+        # An injected embedder brings its own backend (for its batching defaults).
+        known = backend_of(embedder.spec) if embedder is not None else None
+        self.backend = backend or known or self.settings.backend
         self._embedder = embedder
         self._injected = embedder is not None
         self._store: VectorStore | None = None

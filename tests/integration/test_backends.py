@@ -93,3 +93,20 @@ def test_static_backend_gives_model2vec_vectors() -> None:
     cosine = (ours[:-2] * theirs[:-2]).sum(axis=1) / np.linalg.norm(theirs[:-2], axis=1)
     assert cosine.min() >= 0.9999, cosine.min()
     assert not ours[-2:].any()  # nothing to embed: a zero vector, as model2vec gives
+
+
+def test_static_counts_then_embeds_each_text_once() -> None:
+    """The pipeline counts a window, then embeds it: the second call reuses the first's ids
+    and gives the same vectors as a cold ``embed``; a text past the cut counts as too long."""
+    backend = load_embedder("all-MiniLM-L6-v2", "static")
+    a, _, _ = read_stsb(shared_file("stsb-dev.tsv"))
+    long_text = " ".join(a[:400])
+    texts = [*dict.fromkeys(a[:300]), long_text]
+    cold = backend.embed(texts)
+    counts = backend.count_tokens(texts)
+    assert counts[0] == len(backend._fast.encode([a[0]])[0])  # type: ignore[attr-defined]
+    assert counts[-1] > backend.spec.max_tokens
+    assert len(backend._memo) >= len(texts)  # type: ignore[attr-defined]
+    warm = backend.embed(texts)
+    assert not backend._memo  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(warm, cold)

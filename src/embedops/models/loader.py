@@ -100,6 +100,14 @@ BACKENDS: dict[str, BackendInfo] = {
 }
 
 
+def backend_of(spec: ModelSpec) -> str | None:
+    """The name of the backend that builds models like ``spec`` (``None``: not one of ours)."""
+    for info in BACKENDS.values():
+        if info.engine == spec.backend and info.precision == spec.precision:
+            return info.name
+    return None
+
+
 def load_embedder(
     model: str,
     backend: str = "torch",

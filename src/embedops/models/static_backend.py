@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 PCA_DIMS = 256
 SIF_COEFFICIENT = 1e-4
+MEMO_SIZE = 65536  # ids kept between count_tokens and embed (a few pipeline windows)
 
 
 def distill_static(spec: ModelSpec, folder: Path, filename: str) -> dict[str, Any]:
@@ -64,6 +67,8 @@ class StaticBackend(LazyBackend):
         self._fast: FastWordPiece | None = None
         self._max_chars = 0
         self.model_path: Path | None = None  # the model2vec folder, once loaded
+        self._memo: dict[str, list[int]] = {}  # ids counted and not embedded yet
+        self._memo_lock = threading.Lock()
 
     def _load(self) -> None:
         """Distil (once) and load the static model."""
@@ -84,13 +89,42 @@ class StaticBackend(LazyBackend):
         self._fast = FastWordPiece.of(self._tokenizer)
         self._max_chars = self._spec.max_tokens * int(model.median_token_length)
 
-    def _ids(self, texts: list[str]) -> list[list[int]]:
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text as this model splits them (a static model adds no special tokens;
+        a text past the character cut counts as over the limit).
+
+        The ids are kept for the ``embed`` that usually follows (the pipeline counts a window,
+        then embeds it), so that each text is tokenised once.
+        """
+        self.load()
+        texts = list(texts)
+        ids = self._tokenize(texts)
+        over = self._spec.max_tokens + 1
+        with self._memo_lock:
+            self._memo.update(zip(texts, ids, strict=True))
+            excess = len(self._memo) - MEMO_SIZE
+            if excess > 0:
+                for key in list(itertools.islice(self._memo, excess)):
+                    del self._memo[key]
+        return [
+            len(i) if len(t) <= self._max_chars else max(len(i), over)
+            for t, i in zip(texts, ids, strict=True)
+        ]
+
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Ids of each text after the character cut, before the token cut."""
         texts = [text[: self._max_chars] for text in texts]
         if self._fast is not None:
-            ids = self._fast.encode(texts)
-        else:
-            encodings = self._tokenizer.encode_batch_fast(texts, add_special_tokens=False)
-            ids = [e.ids for e in encodings]
+            return self._fast.encode(texts)
+        encodings = self._tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+        return [e.ids for e in encodings]
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        with self._memo_lock:
+            memo = [self._memo.pop(t, None) for t in texts]
+        missing = [t for t, found in zip(texts, memo, strict=True) if found is None]
+        fresh = iter(self._tokenize(missing) if missing else [])
+        ids = [found if found is not None else next(fresh) for found in memo]
         limit = self._spec.max_tokens
         return [i if len(i) <= limit else i[:limit] for i in ids]
 
@@ -111,7 +145,10 @@ class StaticBackend(LazyBackend):
         # The mean and the sum point the same way; normalising the sum gives the mean's
         # direction. Texts with no known token stay zero.
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
-        return np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 0)
+        vectors: NDArray[np.float32] = np.divide(
+            sums, norms, out=np.zeros_like(sums), where=norms > 0
+        )
+        return vectors
 
 
 def token_table(model: Any) -> NDArray[np.float32]:
