@@ -275,20 +275,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 )
 
     if "threads" in sections:
-        logger.info("1 thread, 1 batch on %d threads, %d batches of 1 thread", cores, cores)
-        layouts = {"1_thread": (1, 1), f"1x{cores}_threads": (1, cores)}
+        logger.info("1 thread, 1 batch on %d threads, %d batches or processes", cores, cores)
+        layouts: dict[str, dict[str, int]] = {
+            "1_thread": {"workers": 1, "threads": 1},
+            f"1x{cores}_threads": {"workers": 1, "threads": cores},
+        }
         if cores > 1:
-            layouts[f"{cores}_workers_x1_thread"] = (cores, 1)
+            layouts[f"{cores}_workers_x1_thread"] = {"workers": cores, "threads": 1}
+            layouts[f"{cores}_processes_x1_thread"] = {"processes": cores, "threads": 1}
         extra = []
+        opened: list[EmbeddingProcessor] = []
         for backend in backends:
-            if backend == "static":
-                continue
-            for label, (workers, threads) in layouts.items():
-                processor = EmbeddingProcessor(
-                    backend=backend, settings=Settings(workers=workers, threads=threads)
-                )
-                processor.embed(["warm up"])
-                extra.append(Contender(f"{backend}@{label}", processor.embed, threads))
+            for label, layout in layouts.items():
+                if backend == "static" and "workers" in label:
+                    continue  # static holds the GIL: more threads cannot help it
+                settings = Settings.model_validate(layout)
+                processor = EmbeddingProcessor(backend=backend, settings=settings)
+                processor.embed(["warm up"] * 8)
+                opened.append(processor)
+                extra.append(Contender(f"{backend}@{label}", processor.embed, layout["threads"]))
         layout_rates: dict[str, Any] = {}
         for name, texts in (("stsb", stsb), ("ag_news", ag)):
             timings = run_rounds(extra, texts, args.rounds)
@@ -298,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     _rate(len(texts), timings[c.name])[0], 1
                 )
         results["threads"] = layout_rates
+        for processor in opened:
+            processor.close()  # stops the worker processes
 
     if "pipeline" in sections:
         logger.info("pipeline: Parquet in, LanceDB out, against the raw backend")

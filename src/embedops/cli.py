@@ -136,7 +136,15 @@ def embed(
         int | None, typer.Option(help="Token budget per inference batch.")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Inference batches at once (threads) [default 1].")
+        int | None,
+        typer.Option(help="Inference batches at once (threads; default 1, onnx: one per core)."),
+    ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            help="Embedding worker processes, each with its own copy of the model; faster "
+            "for the static backend (default 1: in this process)."
+        ),
     ] = None,
     store: StoreOpt = None,
     model: ModelOpt = None,
@@ -149,7 +157,14 @@ def embed(
     from embedops.progress import RichProgress
 
     def run() -> None:
-        settings = _settings(store, model, backend, batch_tokens=batch_tokens, workers=workers)
+        settings = _settings(
+            store,
+            model,
+            backend,
+            batch_tokens=batch_tokens,
+            workers=workers,
+            processes=processes,
+        )
         with EmbeddingProcessor(settings=settings) as processor:
             report = processor.process(
                 source,

@@ -42,10 +42,17 @@ class Settings(BaseSettings):
         description="Inference batches run at once (threads); default: one per core for the "
         "ONNX backends, 1 for the others.",
     )
+    processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Embedding worker processes, each loading the model (1: embed in this "
+        "process). Worth it where the backend holds the GIL (static).",
+    )
     threads: int | None = Field(
         default=None,
         ge=1,
-        description="Inference threads per worker; default: cores / workers.",
+        description="Inference threads per worker; default: cores / (workers x processes).",
     )
     cache_dir: Path = Field(
         default=DEFAULT_CACHE,

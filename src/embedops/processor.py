@@ -18,6 +18,7 @@ from embedops.config import Settings
 from embedops.errors import ConfigError
 from embedops.models.base import Embedder
 from embedops.models.loader import BACKENDS, backend_of, load_embedder
+from embedops.models.processes import ProcessPoolEmbedder
 from embedops.pipeline import Progress, Run, RunOptions, RunReport, quarantine_path
 from embedops.sources import open_source
 from embedops.store import SYSTEM_COLUMNS, Collection, VectorStore, check_collection_name
@@ -83,17 +84,31 @@ class EmbeddingProcessor:
             self._store = VectorStore(self.store_path)
 
     def close(self) -> None:
-        """Release the store handle."""
+        """Release the store handle and stop embedding worker processes, if any."""
         self._store = None
+        if isinstance(self._embedder, ProcessPoolEmbedder):
+            self._embedder.close()
 
     @property
     def embedder(self) -> Embedder:
         """The active backend (resolved on first use; weights load on first embed)."""
         if self._embedder is None:
-            threads = self.settings.threads or max(1, (os.cpu_count() or 1) // self.workers)
-            self._embedder = load_embedder(
+            processes = self.settings.processes
+            cores = os.cpu_count() or 1
+            threads = self.settings.threads or max(1, cores // (self.workers * processes))
+            embedder = load_embedder(
                 self.model, self.backend, cache_dir=self.settings.cache_dir, threads=threads
             )
+            if processes > 1:
+                embedder = ProcessPoolEmbedder(
+                    embedder,
+                    model=self.model,
+                    backend=self.backend,
+                    cache_dir=self.settings.cache_dir,
+                    processes=processes,
+                    threads=threads,
+                )
+            self._embedder = embedder
         return self._embedder
 
     @property

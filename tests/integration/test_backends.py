@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -110,3 +111,29 @@ def test_static_counts_then_embeds_each_text_once() -> None:
     warm = backend.embed(texts)
     assert not backend._memo  # type: ignore[attr-defined]
     np.testing.assert_array_equal(warm, cold)
+
+
+def test_worker_processes_give_the_same_vectors_and_counts(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``processes=2``: two spawned processes, each with the static model, give the vectors
+    and token counts of the in-process backend; a run through them adds up; close() stops them."""
+    from embedops.config import Settings
+    from embedops.models.processes import ProcessPoolEmbedder
+
+    a, b, _ = read_stsb(shared_file("stsb-dev.tsv"))
+    texts = list(dict.fromkeys(a + b))[:1001]  # odd: the halves differ in size
+    alone = EmbeddingProcessor(backend="static")
+    with EmbeddingProcessor(
+        store=tmp_path / "store", backend="static", settings=Settings(processes=2)
+    ) as pooled:
+        embedder = pooled.embedder
+        assert isinstance(embedder, ProcessPoolEmbedder)
+        np.testing.assert_allclose(pooled.embed(texts), alone.embed(texts), atol=1e-6)
+        assert embedder.count_tokens(texts) == alone.embedder.count_tokens(texts)
+        source = tmp_path / "s.jsonl"
+        rows = [json.dumps({"id": i, "text": t}) for i, t in enumerate(a[:50])]
+        source.write_text("\n".join(rows) + "\n")
+        report = pooled.process(source, collection="c", id_field="id", text_field="text")
+        assert (report.read, report.embedded, report.quarantined) == (50, 50, 0)
+        pool = embedder._pool  # type: ignore[attr-defined]
+        assert pool is not None and len(pool._processes) == 2  # type: ignore[attr-defined]
+    assert embedder._pool is None  # type: ignore[attr-defined]
