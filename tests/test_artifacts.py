@@ -22,6 +22,9 @@ SPEC = ModelSpec(
 )
 
 
+RECIPE = "plain graph, opset 17"
+
+
 class Builder:
     def __init__(self) -> None:
         self.calls = 0
@@ -34,8 +37,8 @@ class Builder:
 
 def test_built_once_then_reused(tmp_path: Path) -> None:
     build = Builder()
-    first = ensure_artefact(tmp_path, SPEC, "model.onnx", build)
-    again = ensure_artefact(tmp_path, SPEC, "model.onnx", build)
+    first = ensure_artefact(tmp_path, SPEC, "model.onnx", build, RECIPE)
+    again = ensure_artefact(tmp_path, SPEC, "model.onnx", build, RECIPE)
     assert first == again == tmp_path / SPEC.version / "model.onnx"
     assert build.calls == 1
     manifest = json.loads((first.parent / "manifest.json").read_text())
@@ -46,20 +49,20 @@ def test_built_once_then_reused(tmp_path: Path) -> None:
 
 def test_file_not_matching_manifest_is_rebuilt(tmp_path: Path) -> None:
     build = Builder()
-    path = ensure_artefact(tmp_path, SPEC, "model.onnx", build)
+    path = ensure_artefact(tmp_path, SPEC, "model.onnx", build, RECIPE)
     path.write_bytes(b"tampered")
-    path = ensure_artefact(tmp_path, SPEC, "model.onnx", build)
+    path = ensure_artefact(tmp_path, SPEC, "model.onnx", build, RECIPE)
     assert build.calls == 2 and path.read_bytes() == b"built 2"
 
 
 def test_other_weights_digest_is_rebuilt(tmp_path: Path) -> None:
     build = Builder()
-    path = ensure_artefact(tmp_path, SPEC, "model.onnx", build)
+    path = ensure_artefact(tmp_path, SPEC, "model.onnx", build, RECIPE)
     manifest_path = path.parent / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["weights_digest"] = "sha256:" + "b" * 64
     manifest_path.write_text(json.dumps(manifest))
-    ensure_artefact(tmp_path, SPEC, "model.onnx", build)
+    ensure_artefact(tmp_path, SPEC, "model.onnx", build, RECIPE)
     assert build.calls == 2
     assert json.loads(manifest_path.read_text())["weights_digest"] == SPEC.digest
 
@@ -71,7 +74,7 @@ def test_folder_artefacts_and_failed_builds(tmp_path: Path) -> None:
         return {}
 
     spec = dataclasses.replace(SPEC, backend="static")
-    path = ensure_artefact(tmp_path, spec, "model", build_folder)
+    path = ensure_artefact(tmp_path, spec, "model", build_folder, RECIPE)
     assert path.is_dir()
 
     def broken(folder: Path) -> dict[str, Any]:
@@ -79,5 +82,16 @@ def test_folder_artefacts_and_failed_builds(tmp_path: Path) -> None:
 
     other = dataclasses.replace(SPEC, precision="int8")
     with pytest.raises(ModelLoadError, match="exporter crashed"):
-        ensure_artefact(tmp_path, other, "model.onnx", broken)
+        ensure_artefact(tmp_path, other, "model.onnx", broken, RECIPE)
     assert not (tmp_path / other.version).exists()
+
+
+def test_artefact_of_another_recipe_is_rebuilt(tmp_path: Path) -> None:
+    """A cached file from an older build (e.g. fused offline) is not used for a new recipe."""
+    build = Builder()
+    ensure_artefact(tmp_path, SPEC, "model.onnx", build, "offline BERT fusions")
+    path = ensure_artefact(tmp_path, SPEC, "model.onnx", build, RECIPE)
+    assert build.calls == 2 and path.read_bytes() == b"built 2"
+    assert json.loads((path.parent / "manifest.json").read_text())["recipe"] == RECIPE
+    ensure_artefact(tmp_path, SPEC, "model.onnx", build, RECIPE)
+    assert build.calls == 2

@@ -51,7 +51,7 @@ def library_versions(*names: str) -> dict[str, str]:
     return out
 
 
-def _valid(folder: Path, spec: ModelSpec, filename: str) -> bool:
+def _valid(folder: Path, spec: ModelSpec, filename: str, recipe: str) -> bool:
     manifest_path = folder / MANIFEST
     artefact = folder / filename
     if not manifest_path.is_file() or not artefact.exists():
@@ -62,6 +62,14 @@ def _valid(folder: Path, spec: ModelSpec, filename: str) -> bool:
         return False
     if manifest.get("weights_digest") != spec.digest or manifest.get("version") != spec.version:
         logger.warning("artefact %s was built from other weights; rebuilding", folder)
+        return False
+    if manifest.get("recipe") != recipe:
+        logger.warning(
+            "artefact %s was built by another recipe (%r, now %r); rebuilding",
+            folder,
+            manifest.get("recipe"),
+            recipe,
+        )
         return False
     if manifest.get("sha256") != file_sha256(artefact):
         logger.warning("artefact %s does not match its manifest; rebuilding", artefact)
@@ -74,6 +82,7 @@ def ensure_artefact(
     spec: ModelSpec,
     filename: str,
     build: Callable[[Path], dict[str, Any]],
+    recipe: str,
 ) -> Path:
     """Return ``<cache>/<version>/<filename>``, building it first if missing or stale.
 
@@ -83,17 +92,19 @@ def ensure_artefact(
         filename: the artefact inside its folder (a file, or a folder for static models).
         build: writes the artefact into the folder it is given and returns extra manifest
             fields. It runs under an exclusive lock, so parallel processes build once.
+        recipe: how ``build`` makes the artefact (export, fusions, quantisation settings); an
+            artefact built by another recipe is rebuilt, not used.
 
     Raises:
         ModelLoadError: the build failed.
     """
     folder = cache_dir / spec.version
-    if _valid(folder, spec, filename):
+    if _valid(folder, spec, filename, recipe):
         return folder / filename
     cache_dir.mkdir(parents=True, exist_ok=True)
     with (cache_dir / f".{spec.version}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _valid(folder, spec, filename):
+        if _valid(folder, spec, filename, recipe):
             return folder / filename
         staging = cache_dir / f".{spec.version}.building"
         shutil.rmtree(staging, ignore_errors=True)
@@ -116,6 +127,7 @@ def ensure_artefact(
             "dim": spec.dim,
             "backend": spec.backend,
             "precision": spec.precision,
+            "recipe": recipe,
             "sha256": file_sha256(artefact),
             "build_seconds": round(time.perf_counter() - started, 1),
             **extra,

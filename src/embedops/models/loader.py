@@ -35,14 +35,21 @@ def _torch(spec: ModelSpec, cache_dir: Path, threads: int | None) -> Embedder:
 def _onnx_builder(precision: str) -> Callable[[ModelSpec, Path, int | None], Embedder]:
     def factory(spec: ModelSpec, cache_dir: Path, threads: int | None) -> Embedder:
         from embedops.models.onnx_backend import OnnxBackend
-        from embedops.models.onnx_export import export_fp32, export_int8
+        from embedops.models.onnx_export import (
+            FP32_RECIPE,
+            INT8_RECIPE,
+            export_fp32,
+            export_int8,
+        )
 
-        export = export_int8 if precision == "int8" else export_fp32
+        int8 = precision == "int8"
+        export = export_int8 if int8 else export_fp32
         return OnnxBackend(
             spec,
             cache_dir=cache_dir,
             threads=threads,
             build=lambda folder: export(spec, folder, OnnxBackend.filename),
+            recipe=INT8_RECIPE if int8 else FP32_RECIPE,
         )
 
     return factory

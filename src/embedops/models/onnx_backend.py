@@ -34,6 +34,7 @@ class OnnxBackend(LazyBackend):
         spec: the model version (backend ``onnx``, precision ``fp32`` or ``int8``).
         cache_dir: artefact cache root.
         build: writes the ONNX file into a folder; returns manifest fields.
+        recipe: what ``build`` makes (a cached file built by another recipe is rebuilt).
         threads: intra-op threads (default: all cores).
     """
 
@@ -45,11 +46,13 @@ class OnnxBackend(LazyBackend):
         *,
         cache_dir: Path,
         build: Callable[[Path], dict[str, Any]],
+        recipe: str,
         threads: int | None = None,
     ) -> None:
         super().__init__(spec)
         self._cache_dir = cache_dir
         self._build = build
+        self._recipe = recipe
         self._threads = threads or os.cpu_count() or 1
         self._session: Any = None
         self._tokenizer: Any = None
@@ -63,7 +66,11 @@ class OnnxBackend(LazyBackend):
         except ImportError as exc:
             raise ModelLoadError("the onnx backends need onnxruntime; run: make setup") from exc
         path = ensure_artefact(
-            self._cache_dir, self._spec, self.filename, lambda folder: self._build(folder)
+            self._cache_dir,
+            self._spec,
+            self.filename,
+            lambda folder: self._build(folder),
+            recipe=self._recipe,
         )
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 PCA_DIMS = 256
 SIF_COEFFICIENT = 1e-4
+RECIPE = f"model2vec distill, PCA {PCA_DIMS}, SIF {SIF_COEFFICIENT}"
 MEMO_SIZE = 65536  # ids kept between count_tokens and embed (a few pipeline windows)
 
 
@@ -81,6 +82,7 @@ class StaticBackend(LazyBackend):
             self._spec,
             self.filename,
             lambda folder: distill_static(self._spec, folder, self.filename),
+            recipe=RECIPE,
         )
         model = StaticModel.from_pretrained(str(path))
         self.model_path = path
