@@ -20,6 +20,12 @@ def _run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+def _embed(source: Path, store: Path, *extra: str, text_field: str = "title") -> list[str]:
+    """Arguments of ``embed`` into collection ``c``, plus ``extra``."""
+    return ["embed", str(source), "--collection", "c", "--text-field", text_field,
+            "--store", str(store), *extra]  # fmt: skip
+
+
 def _one_line_error(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, stderr
@@ -53,16 +59,7 @@ def test_exit_codes_are_distinct() -> None:
 
 
 def test_file_not_found(tmp_path: Path) -> None:
-    code, _, stderr = _run(
-        "embed",
-        str(tmp_path / "missing.csv"),
-        "--collection",
-        "c",
-        "--text-field",
-        "t",
-        "--store",
-        str(tmp_path / "s"),
-    )
+    code, _, stderr = _run(*_embed(tmp_path / "missing.csv", tmp_path / "s", text_field="t"))
     assert code == errors.SourceNotFound.exit_code
     assert "missing.csv: no such file" in _one_line_error(stderr)
 
@@ -70,33 +67,13 @@ def test_file_not_found(tmp_path: Path) -> None:
 def test_invalid_format_names_the_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("sku,title\nA1,ok\nA2,x,y\n")
-    code, _, stderr = _run(
-        "embed",
-        str(bad),
-        "--collection",
-        "c",
-        "--text-field",
-        "title",
-        "--id-field",
-        "sku",
-        "--store",
-        str(tmp_path / "s"),
-    )
+    code, _, stderr = _run(*_embed(bad, tmp_path / "s", "--id-field", "sku"))
     assert code == errors.InvalidFormat.exit_code
     assert "bad.csv line 3: expected 2 fields, found 3" in _one_line_error(stderr)
 
 
 def test_missing_field_lists_fields(csv_file: Path, tmp_path: Path) -> None:
-    code, _, stderr = _run(
-        "embed",
-        str(csv_file),
-        "--collection",
-        "c",
-        "--text-field",
-        "body",
-        "--store",
-        str(tmp_path / "s"),
-    )
+    code, _, stderr = _run(*_embed(csv_file, tmp_path / "s", text_field="body"))
     assert code == errors.MissingField.exit_code
     assert "text field 'body' is not in the input; fields found: sku, title" in _one_line_error(
         stderr
@@ -107,18 +84,7 @@ def test_unknown_model_directory_is_a_model_error(csv_file: Path, tmp_path: Path
     broken = tmp_path / "model"
     broken.mkdir()
     (broken / "config.json").write_text("{}")
-    code, _, stderr = _run(
-        "embed",
-        str(csv_file),
-        "--collection",
-        "c",
-        "--text-field",
-        "title",
-        "--store",
-        str(tmp_path / "s"),
-        "--model",
-        str(broken),
-    )
+    code, _, stderr = _run(*_embed(csv_file, tmp_path / "s", "--model", str(broken)))
     assert code == errors.ModelLoadError.exit_code
     line = _one_line_error(stderr)
     assert str(broken) in line and "incomplete" in line
@@ -139,37 +105,18 @@ def test_truncated_weights_name_path_and_fix(csv_file: Path, tmp_path: Path) -> 
 
 def test_debug_shows_traceback(tmp_path: Path) -> None:
     result = runner.invoke(
-        app,
-        [
-            "--debug",
-            "embed",
-            str(tmp_path / "missing.csv"),
-            "--collection",
-            "c",
-            "--text-field",
-            "t",
-            "--store",
-            str(tmp_path / "s"),
-        ],
+        app, ["--debug", *_embed(tmp_path / "missing.csv", tmp_path / "s", text_field="t")]
     )
     assert isinstance(result.exception, errors.SourceNotFound)
 
 
 def test_bad_setting_is_a_config_error(csv_file: Path, tmp_path: Path) -> None:
-    code, _, stderr = _run(
-        "embed",
-        str(csv_file),
-        "--collection",
-        "c",
-        "--text-field",
-        "title",
-        "--batch-tokens",
-        "3",
-        "--store",
-        str(tmp_path / "s"),
-    )
+    code, _, stderr = _run(*_embed(csv_file, tmp_path / "s", "--batch-tokens", "3"))
     assert code == errors.ConfigError.exit_code
     assert "batch_tokens" in _one_line_error(stderr)
+    code, _, stderr = _run(*_embed(csv_file, tmp_path / "s", "--processes", "0"))
+    assert code == errors.ConfigError.exit_code
+    assert "processes" in _one_line_error(stderr)
 
 
 def test_unknown_collection(tmp_path: Path) -> None:
@@ -181,19 +128,7 @@ def test_unknown_collection(tmp_path: Path) -> None:
 def test_log_json(tmp_path: Path, csv_file: Path) -> None:
     result = runner.invoke(
         app,
-        [
-            "--log-json",
-            "--log-level",
-            "INFO",
-            "embed",
-            str(csv_file),
-            "--collection",
-            "c",
-            "--text-field",
-            "nope",
-            "--store",
-            str(tmp_path / "s"),
-        ],
+        ["--log-json", "--log-level", "INFO", *_embed(csv_file, tmp_path / "s", text_field="nope")],
     )
     assert result.exit_code == errors.MissingField.exit_code
     assert "error:" in result.stderr

@@ -76,3 +76,29 @@ def test_an_injected_embedder_keeps_its_backends_batching(backend: str, budget: 
     assert processor.backend == backend
     assert processor.batch_tokens == budget
     assert EmbeddingProcessor(embedder=FakeEmbedder()).backend == "torch"  # not one of ours
+
+
+def test_weights_digest_is_remembered_until_the_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    import json
+
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"weights v1")
+    cache = tmp_path / "cache"
+    true_v1 = hashlib.sha256(b"weights v1").hexdigest()
+    assert registry.weights_sha256(weights, cache) == true_v1
+    saved = json.loads((cache / registry.DIGESTS_FILE).read_text())
+    assert list(saved.values()) == [true_v1]
+
+    # A new process (empty memory) takes the remembered digest without reading the file...
+    monkeypatch.setattr(registry, "_DIGESTS", {})
+    (key,) = saved
+    (cache / registry.DIGESTS_FILE).write_text(json.dumps({key: "f" * 64}))
+    assert registry.weights_sha256(weights, cache) == "f" * 64
+    # ...until the file changes (size and mtime): then it is hashed again.
+    weights.write_bytes(b"weights version 2")
+    assert (
+        registry.weights_sha256(weights, cache) == hashlib.sha256(b"weights version 2").hexdigest()
+    )

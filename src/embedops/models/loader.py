@@ -137,5 +137,6 @@ def load_embedder(
     info = BACKENDS.get(backend)
     if info is None:
         raise ConfigError(f"unknown backend {backend!r}; known backends: {', '.join(BACKENDS)}")
-    spec = resolve_model(model, backend=info.engine, precision=info.precision)
-    return info.factory(spec, cache_dir or DEFAULT_CACHE, threads)
+    cache = cache_dir or DEFAULT_CACHE
+    spec = resolve_model(model, backend=info.engine, precision=info.precision, cache_dir=cache)
+    return info.factory(spec, cache, threads)
