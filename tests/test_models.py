@@ -69,13 +69,14 @@ def test_unknown_backend_lists_known() -> None:
 @pytest.mark.parametrize(("backend", "budget"), [("static", None), ("onnx", 1024)])
 def test_an_injected_embedder_keeps_its_backends_batching(backend: str, budget: int | None) -> None:
     from embedops import EmbeddingProcessor
+    from embedops.config import Settings
     from tests.fakes import FakeEmbedder
 
     embedder = load_embedder("all-MiniLM-L6-v2", backend)  # no weights load until used
     processor = EmbeddingProcessor(embedder=embedder)
     assert processor.backend == backend
     assert processor.batch_tokens == budget
-    assert EmbeddingProcessor(embedder=FakeEmbedder()).backend == "torch"  # not one of ours
+    assert EmbeddingProcessor(embedder=FakeEmbedder()).backend == Settings().backend  # not ours
 
 
 def test_weights_digest_is_remembered_until_the_file_changes(

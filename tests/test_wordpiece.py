@@ -95,12 +95,24 @@ def test_real_corpora_give_equal_ids(tokenizer: Any, fast: FastWordPiece) -> Non
     assert fast.encode(texts) == reference(tokenizer, texts)
 
 
-def test_other_tokenizers_get_no_fast_path() -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers
+def test_other_tokenizers_get_no_fast_path(tokenizer: Any) -> None:
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.Whitespace()
     assert FastWordPiece.of(bpe) is None
+    # Truncation or padding would cut or pad the slow path's ids only.
+    truncating = Tokenizer.from_str(tokenizer.to_str())
+    truncating.enable_truncation(8)
+    assert FastWordPiece.of(truncating) is None
+    # An added token matched after normalisation ("New York" -> "new york") is not looked
+    # for in the raw text: no fast path.
+    added = Tokenizer.from_str(tokenizer.to_str())
+    added.no_truncation()
+    added.no_padding()
+    assert FastWordPiece.of(added) is not None
+    added.add_tokens([AddedToken("new york", normalized=True)])
+    assert FastWordPiece.of(added) is None
 
 
 def test_token_counts_include_special_tokens(tokenizer: Any) -> None:

@@ -47,7 +47,7 @@ BackendOpt = Annotated[
     str | None,
     typer.Option(
         "--backend",
-        help="torch, onnx, onnx-int8 or static [env: EMBEDOPS_BACKEND; default torch].",
+        help="torch, onnx, onnx-int8 or static [env: EMBEDOPS_BACKEND; default onnx].",
     ),
 ]
 

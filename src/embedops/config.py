@@ -28,7 +28,11 @@ class Settings(BaseSettings):
         default=DEFAULT_MODEL,
         description="Model name, Hugging Face model id or local directory.",
     )
-    backend: str = Field(default="torch", description="Inference backend.")
+    backend: str = Field(
+        default="onnx",
+        description="Inference backend (default: the fastest that passes the fp32 quality gate "
+        "on the machine we measure, see benchmarks/README.md).",
+    )
     batch_tokens: int | None = Field(
         default=None,
         ge=64,

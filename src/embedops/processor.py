@@ -36,7 +36,7 @@ class EmbeddingProcessor:
         store: store directory (default: ``settings.store``, i.e. ``EMBEDOPS_STORE`` or
             ``./.embedops``).
         model: model alias, local directory or cached Hugging Face id.
-        backend: inference backend (``torch``).
+        backend: inference backend (default ``onnx``; see ``models.loader.BACKENDS``).
         embedder: an ``Embedder`` to use instead of loading ``model`` (e.g. a fake in tests).
         settings: the remaining settings; read from ``EMBEDOPS_*`` when omitted.
 
@@ -86,8 +86,8 @@ class EmbeddingProcessor:
     def close(self) -> None:
         """Release the store handle and stop embedding worker processes, if any."""
         self._store = None
-        if isinstance(self._embedder, ProcessPoolEmbedder):
-            self._embedder.close()
+        if not self._injected and isinstance(self._embedder, ProcessPoolEmbedder):
+            self._embedder.close()  # an injected one belongs to whoever passed it
 
     @property
     def embedder(self) -> Embedder:

@@ -137,3 +137,25 @@ def test_worker_processes_give_the_same_vectors_and_counts(tmp_path) -> None:  #
         pool = embedder._pool  # type: ignore[attr-defined]
         assert pool is not None and len(pool._processes) == 2  # type: ignore[attr-defined]
     assert embedder._pool is None  # type: ignore[attr-defined]
+
+
+def test_a_worker_that_cannot_load_reports_why(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The worker's own error reaches the caller (not just "the process pool is broken")."""
+    from embedops.errors import ModelLoadError
+    from embedops.models.processes import ProcessPoolEmbedder
+    from tests.fakes import FakeEmbedder
+
+    missing = tmp_path / "no-such-model"
+    pool = ProcessPoolEmbedder(
+        FakeEmbedder(),
+        model=str(missing),
+        backend="static",
+        cache_dir=tmp_path,
+        processes=1,
+        threads=1,
+    )
+    try:
+        with pytest.raises(ModelLoadError, match="no-such-model"):
+            pool.embed(["a text"])
+    finally:
+        pool.close()

@@ -17,7 +17,8 @@ class LazyBackend:
     """Base of the backends. Subclasses implement ``_load()`` and ``_embed(texts)``.
 
     Constructing one is cheap (tokenizer only); the model loads on the first ``embed`` call
-    (or ``load()``), once, even when several threads ask at the same time.
+    (or ``load()``; for the static backend also ``count_tokens``), once, even when several
+    threads ask at the same time.
     """
 
     def __init__(self, spec: ModelSpec) -> None:

@@ -13,7 +13,7 @@ import logging
 import multiprocessing
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import CancelledError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -27,31 +27,46 @@ from embedops.models.base import Embedder, ModelSpec
 logger = logging.getLogger(__name__)
 
 _worker: Any = None  # the backend of this worker process
+_failure: BaseException | None = None  # why it could not be loaded
 
 
 def _start(model: str, backend: str, cache_dir: Path, threads: int) -> None:
+    """Load the backend of this worker. A failure is kept and raised by each call, so the
+    caller sees the real error (a pool whose initializer raises only says it is broken)."""
     from embedops.models.loader import load_embedder
 
-    global _worker
-    _worker = load_embedder(model, backend, cache_dir=cache_dir, threads=threads)
-    _worker.load()
+    global _worker, _failure
+    try:
+        _worker = load_embedder(model, backend, cache_dir=cache_dir, threads=threads)
+        if hasattr(_worker, "memo_size"):
+            _worker.memo_size = 0  # counts and embeds of a text may go to different workers
+        _worker.load()
+    except Exception as exc:  # handed to the caller with its type and message
+        _failure = exc
+
+
+def _ready() -> Any:
+    if _failure is not None:
+        raise _failure
+    return _worker
 
 
 def _count(texts: list[str]) -> list[int]:
-    counts: list[int] = _worker.count_tokens(texts)
+    counts: list[int] = _ready().count_tokens(texts)
     return counts
 
 
 def _embed(texts: list[str]) -> NDArray[np.float32]:
-    vectors: NDArray[np.float32] = _worker.embed(texts)
+    vectors: NDArray[np.float32] = _ready().embed(texts)
     return vectors
 
 
 class ProcessPoolEmbedder:
-    """Sends each ``embed`` call to ``processes`` worker processes, split evenly.
+    """Sends each ``embed`` and ``count_tokens`` call to ``processes`` worker processes, split
+    evenly; results come back in input order.
 
-    ``spec`` and ``count_tokens`` are served by ``local`` (the same backend in this process,
-    which never loads its weights for embedding). The pool starts on the first ``embed``.
+    ``spec`` comes from ``local`` (the same backend in this process; it never loads weights).
+    The pool starts on the first call and stops on ``close()``.
     """
 
     def __init__(
@@ -97,6 +112,8 @@ class ProcessPoolEmbedder:
                 f"an embedding worker process died ({exc}); it may have run out of memory: "
                 "lower --processes or --batch-tokens"
             ) from exc
+        except CancelledError as exc:
+            raise ModelError("the embedding processes were stopped while a batch ran") from exc
 
     def _start(self) -> ProcessPoolExecutor:
         with self._lock:

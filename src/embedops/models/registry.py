@@ -194,7 +194,11 @@ def weights_sha256(path: Path, cache_dir: Path | None = None) -> str:
 
 
 def _save_digest(store: Path, key: str, digest: str) -> None:
-    """Add one digest to ``store`` (written whole to a temporary file, then renamed)."""
+    """Add one digest to ``store`` (written whole to a temporary file, then renamed).
+
+    Two processes saving at once may lose one of the two entries; that costs one more hash
+    later, nothing else. Entries of replaced files stay (a few hundred bytes each).
+    """
     try:
         saved: dict[str, str] = {}
         if store.is_file():

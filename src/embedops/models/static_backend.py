@@ -28,7 +28,10 @@ logger = logging.getLogger(__name__)
 PCA_DIMS = 256
 SIF_COEFFICIENT = 1e-4
 RECIPE = f"model2vec distill, PCA {PCA_DIMS}, SIF {SIF_COEFFICIENT}"
-MEMO_SIZE = 65536  # ids kept between count_tokens and embed (a few pipeline windows)
+# Ids kept between count_tokens and embed, counted in ids (a few pipeline windows; about
+# 36 MB as Python lists). Texts counted but never embedded (found in the run's vector cache)
+# leave first-in, first-out.
+MEMO_SIZE = 1_000_000
 
 
 def distill_static(spec: ModelSpec, folder: Path, filename: str) -> dict[str, Any]:
@@ -52,10 +55,11 @@ class StaticBackend(LazyBackend):
     """Embeds with a model2vec model built once and cached by model version.
 
     The model is loaded with model2vec; embedding runs here, vectorised: token ids from
-    ``FastWordPiece`` (the same ids as the model's tokenizer), one table lookup for the whole
-    batch and one sum per text. It follows model2vec's ``encode`` (the text cut to
-    ``max_tokens`` x the median token length in characters, then to ``max_tokens`` tokens,
-    ``[UNK]`` dropped, the mean of the token vectors) in float32 instead of the stored float16.
+    ``FastWordPiece`` (the same ids as the model's tokenizer), then one sparse (texts x
+    vocabulary) count matrix times the token table for the whole batch. It follows model2vec's
+    ``encode`` (the text cut to ``max_tokens`` x the median token length in characters, then
+    to ``max_tokens`` tokens, ``[UNK]`` dropped, the mean of the token vectors) in float32
+    instead of the stored float16.
     """
 
     filename = "model"
@@ -69,7 +73,9 @@ class StaticBackend(LazyBackend):
         self._max_chars = 0
         self.model_path: Path | None = None  # the model2vec folder, once loaded
         self._memo: dict[str, list[int]] = {}  # ids counted and not embedded yet
+        self._memo_ids = 0  # ids held in the memo
         self._memo_lock = threading.Lock()
+        self.memo_size = MEMO_SIZE  # 0: keep no ids (a worker process; see processes.py)
 
     def _load(self) -> None:
         """Distil (once) and load the static model."""
@@ -93,7 +99,8 @@ class StaticBackend(LazyBackend):
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text as this model splits them (a static model adds no special tokens;
-        a text past the character cut counts as over the limit).
+        a text past the character cut counts as over the limit). Loads the model (its
+        tokenizer comes with the distilled model).
 
         The ids are kept for the ``embed`` that usually follows (the pipeline counts a window,
         then embeds it), so that each text is tokenised once.
@@ -102,16 +109,23 @@ class StaticBackend(LazyBackend):
         texts = list(texts)
         ids = self._tokenize(texts)
         over = self._spec.max_tokens + 1
-        with self._memo_lock:
-            self._memo.update(zip(texts, ids, strict=True))
-            excess = len(self._memo) - MEMO_SIZE
-            if excess > 0:
-                for key in list(itertools.islice(self._memo, excess)):
-                    del self._memo[key]
+        if self.memo_size > 0:
+            self._remember(texts, ids)
         return [
             len(i) if len(t) <= self._max_chars else max(len(i), over)
             for t, i in zip(texts, ids, strict=True)
         ]
+
+    def _remember(self, texts: list[str], ids: list[list[int]]) -> None:
+        with self._memo_lock:
+            memo = self._memo
+            for text, found in zip(texts, ids, strict=True):
+                old = memo.pop(text, None)
+                self._memo_ids += len(found) - (len(old) if old is not None else 0)
+                memo[text] = found
+            while self._memo_ids > self.memo_size and memo:
+                oldest = next(iter(memo))
+                self._memo_ids -= len(memo.pop(oldest))
 
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
         """Ids of each text after the character cut, before the token cut."""
@@ -124,6 +138,7 @@ class StaticBackend(LazyBackend):
     def _ids(self, texts: list[str]) -> list[list[int]]:
         with self._memo_lock:
             memo = [self._memo.pop(t, None) for t in texts]
+            self._memo_ids -= sum(len(found) for found in memo if found is not None)
         missing = [t for t, found in zip(texts, memo, strict=True) if found is None]
         fresh = iter(self._tokenize(missing) if missing else [])
         ids = [found if found is not None else next(fresh) for found in memo]

@@ -44,8 +44,14 @@ class FastWordPiece:
 
     @classmethod
     def of(cls, tokenizer: Any) -> FastWordPiece | None:
-        """A fast path for ``tokenizer`` (a ``tokenizers.Tokenizer`` with truncation off), or
-        ``None`` when its pipeline is not BERT's (normaliser, pre-tokeniser and WordPiece)."""
+        """A fast path for ``tokenizer`` (a ``tokenizers.Tokenizer``), or ``None`` when its
+        pipeline is not BERT's (normaliser, pre-tokeniser and WordPiece), when it truncates or
+        pads, or when an added token is matched after normalisation (the fast path looks for
+        added tokens in the raw text only)."""
+        if tokenizer.truncation is not None or tokenizer.padding is not None:
+            return None
+        if any(t.normalized for t in tokenizer.get_added_tokens_decoder().values()):
+            return None
         config = json.loads(tokenizer.to_str())
         normalizer = config.get("normalizer") or {}
         pre = config.get("pre_tokenizer") or {}
