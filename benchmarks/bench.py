@@ -124,6 +124,9 @@ def run_rounds(
         order = contenders if r % 2 == 0 else list(reversed(contenders))
         for c in order:
             torch.set_num_threads(c.threads)
+            # Let the previous contender's OpenMP threads stop spinning: they steal a core
+            # from a short run that starts right after (static runs take milliseconds).
+            time.sleep(0.2)
             started = time.perf_counter()
             c.encode(texts)
             timings[c.name].seconds.append(time.perf_counter() - started)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ class OnnxBackend(LazyBackend):
         cache_dir: artefact cache root.
         build: writes the ONNX file into a folder; returns manifest fields.
         recipe: what ``build`` makes (a cached file built by another recipe is rebuilt).
+        disabled_optimizers: ONNX Runtime graph optimisers not to run at load.
         threads: intra-op threads (default: all cores).
     """
 
@@ -48,11 +49,13 @@ class OnnxBackend(LazyBackend):
         build: Callable[[Path], dict[str, Any]],
         recipe: str,
         threads: int | None = None,
+        disabled_optimizers: Sequence[str] = (),
     ) -> None:
         super().__init__(spec)
         self._cache_dir = cache_dir
         self._build = build
         self._recipe = recipe
+        self._disabled_optimizers = list(disabled_optimizers)
         self._threads = threads or os.cpu_count() or 1
         self._session: Any = None
         self._tokenizer: Any = None
@@ -79,7 +82,10 @@ class OnnxBackend(LazyBackend):
         options.inter_op_num_threads = 1
         try:
             self._session = ort.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+                str(path),
+                sess_options=options,
+                providers=["CPUExecutionProvider"],
+                disabled_optimizers=self._disabled_optimizers,
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelLoadError(
