@@ -51,6 +51,27 @@ def rows_per_worker(rows: int, max_rows: int, workers: int) -> int:
     return max(1, min(max_rows, -(-rows // max(1, workers))))
 
 
+def plan_batches(
+    rows: int,
+    lengths: Sequence[int] | None,
+    budget: int | None,
+    max_rows: int,
+    workers: int,
+) -> list[list[int]]:
+    """Row indices of each inference batch, at most ``max_rows`` rows and every worker busy.
+
+    ``budget=None`` skips length batching (static models, whose cost does not grow with
+    padding): plain chunks in input order, and ``lengths`` may be ``None``. Otherwise
+    ``lengths`` (token counts, already capped at the model's limit) are cut by
+    ``token_batches``.
+    """
+    max_rows = rows_per_worker(rows, max_rows, workers)
+    if budget is None:
+        return [list(range(i, min(i + max_rows, rows))) for i in range(0, rows, max_rows)]
+    assert lengths is not None and len(lengths) == rows
+    return token_batches(lengths, budget, max_rows)
+
+
 def embed_in_batches(
     embedder: Embedder,
     texts: Sequence[str],
@@ -68,15 +89,11 @@ def embed_in_batches(
     out = np.zeros((len(texts), embedder.spec.dim), dtype=np.float32)
     if not texts:
         return out
-    max_rows = rows_per_worker(len(texts), max_rows, workers)
-    if budget is None:
-        batches = [
-            list(range(i, min(i + max_rows, len(texts)))) for i in range(0, len(texts), max_rows)
-        ]
-    else:
+    lengths = None
+    if budget is not None:
         limit = embedder.spec.max_tokens
         lengths = [min(n, limit) for n in embedder.count_tokens(texts)]
-        batches = token_batches(lengths, budget, max_rows)
+    batches = plan_batches(len(texts), lengths, budget, max_rows, workers)
     chunks = [[texts[i] for i in batch] for batch in batches]
     if workers > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:

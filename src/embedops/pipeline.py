@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from embedops.batching import rows_per_worker, token_batches
+from embedops.batching import plan_batches
 from embedops.cleaning import (
     Cleaner,
     CleanOptions,
@@ -89,7 +89,7 @@ class RunReport:
 class RunOptions:
     """Tuning of one run."""
 
-    batch_tokens: int = 2048
+    batch_tokens: int | None = 2048  # None: no length batching (static models)
     sort_window: int = 4096
     cache_size: int = 65536
     max_batch_rows: int = 1024
@@ -345,10 +345,12 @@ class Run:
         self.report.truncated += sum(n > limit for n in lengths)
         failed: dict[str, str] = {}
         done = 0
-        batches = token_batches(
+        batches = plan_batches(
+            len(keys),
             [min(n, limit) for n in lengths],
             self.options.batch_tokens,
-            rows_per_worker(len(keys), self.options.max_batch_rows, self.options.workers),
+            self.options.max_batch_rows,
+            self.options.workers,
         )
         self.report.batches += len(batches)
         results = self._pool.map(self._embed, [[texts[i] for i in b] for b in batches])
@@ -375,7 +377,8 @@ class Run:
             if len(texts) == 1:
                 raise MemoryPressure(
                     f"out of memory embedding a single text even after halving the batch; "
-                    f"lower --batch-tokens (now {self.options.batch_tokens}) or free memory"
+                    f"lower --batch-tokens (now {self.options.batch_tokens or 'none'}) "
+                    "or free memory"
                 ) from exc
             logger.warning("MemoryError on a batch of %d texts; halving it", len(texts))
             return self._halves(texts)

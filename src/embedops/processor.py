@@ -217,7 +217,7 @@ class EmbeddingProcessor:
             ),
             report=report,
             options=RunOptions(
-                batch_tokens=self.batch_tokens or 1 << 20,
+                batch_tokens=self.batch_tokens,
                 workers=self.workers,
                 sort_window=self.settings.sort_window,
                 cache_size=self.settings.cache_size,
