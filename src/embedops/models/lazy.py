@@ -3,6 +3,7 @@ token counting with the model's tokenizer, the empty-input case)."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 
@@ -16,14 +17,13 @@ from embedops.models.tokens import TokenCounter
 class LazyBackend:
     """Base of the backends. Subclasses implement ``_load()`` and ``_embed(texts)``.
 
-    Constructing one is cheap (tokenizer only); the model loads on the first ``embed`` call
-    (or ``load()``; for the static backend also ``count_tokens``), once, even when several
-    threads ask at the same time.
+    Constructing one is cheap (nothing is read); the tokenizer loads on the first count, the
+    model on the first ``embed`` call (or ``load()``; for the static backend also
+    ``count_tokens``), once, even when several threads ask at the same time.
     """
 
     def __init__(self, spec: ModelSpec) -> None:
         self._spec = spec
-        self._tokens = TokenCounter(spec)
         self._loaded = False
         self._load_lock = threading.Lock()
 
@@ -39,6 +39,11 @@ class LazyBackend:
             if not self._loaded:
                 self._load()
                 self._loaded = True
+
+    @functools.cached_property
+    def _tokens(self) -> TokenCounter:
+        # Built on first count (the static backend counts with its own tokenizer instead).
+        return TokenCounter(self._spec)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self._tokens.count(texts)

@@ -20,6 +20,7 @@ from embedops.errors import ModelLoadError
 from embedops.models.artifacts import ensure_artefact
 from embedops.models.base import ModelSpec
 from embedops.models.lazy import LazyBackend
+from embedops.models.tokens import read_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +66,13 @@ class OnnxBackend(LazyBackend):
         """Build (once) and open the ONNX model."""
         try:
             import onnxruntime as ort
-            from tokenizers import Tokenizer
         except ImportError as exc:
             raise ModelLoadError("the onnx backends need onnxruntime; run: make setup") from exc
         path = ensure_artefact(
             self._cache_dir,
             self._spec,
             self.filename,
-            lambda folder: self._build(folder),
+            self._build,
             recipe=self._recipe,
         )
         options = ort.SessionOptions()
@@ -92,7 +92,7 @@ class OnnxBackend(LazyBackend):
                 f"cannot open {path} ({exc}); delete {path.parent} to rebuild it"
             ) from exc
         self._inputs = {i.name for i in self._session.get_inputs()}
-        tokenizer = Tokenizer.from_file(str(self._spec.path / "tokenizer.json"))
+        tokenizer = read_tokenizer(self._spec.path / "tokenizer.json")
         tokenizer.enable_truncation(max_length=self._spec.max_tokens)
         tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         self._tokenizer = tokenizer
