@@ -66,3 +66,20 @@ def test_field_spec_validation() -> None:
         FieldSpec(template="no fields")
     with pytest.raises(ConfigError, match="not valid"):
         FieldSpec(template="{unclosed")
+
+
+def test_bare_entities_match_the_lookbehind_regex() -> None:
+    """The fast search gives what the plain look-behind pattern gives, on random strings."""
+    import random
+    import re
+
+    from embedops.cleaning import _BARE_NAMED_ENTITY, _BARE_NUMERIC_ENTITY, _restore_entities
+
+    rng = random.Random(7)
+    alphabet = ["&", "#", ";", " ", "  ", "x", "3", "_", "é", "²", "quot", "amp", "nbsp", "lt", "a"]
+    for pattern in (_BARE_NUMERIC_ENTITY, _BARE_NAMED_ENTITY):
+        reference = re.compile(r" ?(?<![&\w])" + pattern.pattern)
+        for _ in range(3000):
+            text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 14)))
+            expected = reference.sub(lambda m: "&" + m.group().lstrip(" "), text)
+            assert _restore_entities(text, pattern) == expected, text
