@@ -113,11 +113,13 @@ class VectorCache:
             self._items.move_to_end(key)
         return vector
 
-    def put(self, key: str, vector: NDArray[np.float32]) -> None:
-        self._items[key] = vector
-        self._items.move_to_end(key)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
+    def put(self, keys: Sequence[str], vectors: NDArray[np.float32]) -> None:
+        """Add one vector per key (the rows of ``vectors``), dropping the least recently used.
+        The keys are new (each was a miss of ``get``)."""
+        items = self._items
+        items.update(zip(keys, vectors, strict=True))
+        while len(items) > self.size:
+            items.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -289,20 +291,24 @@ class Run:
 
     def _flush(self, window: Window) -> None:
         rows = window.rows
-        vectors: dict[str, NDArray[np.float32]] = {}
+        cached: dict[str, NDArray[np.float32]] = {}
         todo: dict[str, str] = {}
         for key, text in window.texts.items():
-            cached = self.cache.get(key)
-            if cached is not None:
-                vectors[key] = cached
-            else:
+            vector = self.cache.get(key)
+            if vector is None:
                 todo[key] = text
-        failed = self._embed_unique(todo, window.lengths, vectors)
-        keep: list[CleanRow] = []
-        rejected: list[QuarantineRecord] = []
-        for row in rows:
-            if row.content_hash in failed:
-                rejected.append(
+            else:
+                cached[key] = vector
+        fresh, failed = self._embed_unique(todo, window.lengths)
+        # Every distinct text's vector in one matrix, and each text's row in it.
+        keys = [*todo, *cached]
+        matrix = np.concatenate([fresh, np.stack(list(cached.values()))]) if cached else fresh
+        position = dict(zip(keys, range(len(keys)), strict=True))
+        keep = rows
+        if failed:
+            keep = [row for row in rows if row.content_hash not in failed]
+            self._quarantine(
+                [
                     QuarantineRecord(
                         row.row,
                         row.id,
@@ -310,41 +316,40 @@ class Run:
                         failed[row.content_hash],
                         {"id": row.id, "text": row.text},
                     )
-                )
-            else:
-                keep.append(row)
-        self._quarantine(rejected)
+                    for row in rows
+                    if row.content_hash in failed
+                ]
+            )
         self.report.cache_hits += len(keep) - (len(todo) - len(failed))
         if not keep:
             return
+        ids = [r.id for r in keep]
+        hashes = [r.content_hash for r in keep]
+        stored = self._stored
         self.writer.write(
-            ids=[r.id for r in keep],
-            vectors=np.stack([vectors[r.content_hash] for r in keep]),
+            ids=ids,
+            vectors=matrix[[position[h] for h in hashes]],
             texts=[r.text for r in keep],
-            hashes=[r.content_hash for r in keep],
+            hashes=hashes,
             metadata={name: [r.metadata[name] for r in keep] for name in self.cleaner.spec.keep},
-            replace={r.id for r in keep if r.id in self._stored},
+            replace={i for i in ids if i in stored},
         )
-        for r in keep:
-            self._stored[r.id] = r.content_hash
+        stored.update(zip(ids, hashes, strict=True))
         self.report.embedded += len(keep)
 
     def _embed_unique(
-        self,
-        todo: dict[str, str],
-        token_counts: dict[str, int],
-        vectors: dict[str, NDArray[np.float32]],
-    ) -> dict[str, str]:
-        """Embed each distinct text once; return ``hash -> error`` for texts that failed."""
+        self, todo: dict[str, str], token_counts: dict[str, int]
+    ) -> tuple[NDArray[np.float32], dict[str, str]]:
+        """Embed each distinct text once: one vector per text of ``todo``, in its order (zeros
+        where it failed), and ``hash -> error`` for the texts that failed."""
+        dim = self.embedder.spec.dim
         if not todo:
-            return {}
+            return np.zeros((0, dim), dtype=np.float32), {}
         keys = list(todo)
-        texts = [todo[k] for k in keys]
+        texts = list(todo.values())
         limit = self.embedder.spec.max_tokens
         lengths = [token_counts[k] for k in keys]
         self.report.truncated += sum(n > limit for n in lengths)
-        failed: dict[str, str] = {}
-        done = 0
         batches = plan_batches(
             len(keys),
             [min(n, limit) for n in lengths],
@@ -353,24 +358,36 @@ class Run:
             self.options.workers,
         )
         self.report.batches += len(batches)
-        results = self._pool.map(self._embed, [[texts[i] for i in b] for b in batches])
-        for batch, outcome in zip(batches, results, strict=True):
-            for i, (vector, error) in zip(batch, outcome, strict=True):
-                if error is not None:
-                    failed[keys[i]] = error
-                else:
-                    assert vector is not None
-                    vectors[keys[i]] = vector
-                    self.cache.put(keys[i], vector)
+        whole = len(batches) == 1 and batches[0] == list(range(len(keys)))
+        vectors = np.empty((0 if whole else len(keys), dim), dtype=np.float32)
+        failed: dict[str, str] = {}
+        done = 0
+        chunks = [[texts[i] for i in b] for b in batches]
+        # One worker: embed here (a hand-off to a pool thread only adds GIL switches).
+        run = map if self.options.workers == 1 else self._pool.map
+        results = run(self._embed, chunks)
+        for batch, (matrix, errors) in zip(batches, results, strict=True):
+            if whole:  # one batch in order (static models): its matrix as it is
+                vectors = matrix
+            else:
+                vectors[np.asarray(batch)] = matrix
+            for j, error in errors.items():
+                failed[keys[batch[j]]] = error
             done += len(batch)
             self._tick(in_flight=done)
         if len(failed) == len(keys) and len(keys) > 1:
             sample = next(iter(failed.values()))
             raise ModelError(f"the model failed on every text of a batch ({sample})")
-        return failed
+        good = (
+            [i for i, key in enumerate(keys) if key not in failed] if failed else range(len(keys))
+        )
+        self.cache.put([keys[i] for i in good], vectors[good])
+        return vectors, failed
 
-    def _embed(self, texts: Sequence[str]) -> list[tuple[NDArray[np.float32] | None, str | None]]:
-        """Embed ``texts``; on MemoryError halve the batch, on other errors find the bad rows."""
+    def _embed(self, texts: Sequence[str]) -> tuple[NDArray[np.float32], dict[int, str]]:
+        """Embed ``texts``: their vectors, and ``index -> error`` for the texts that failed
+        (their rows are zeros). On MemoryError halve the batch; on other errors find the bad
+        rows by halving."""
         try:
             matrix = self.embedder.embed(texts)
         except MemoryError as exc:
@@ -384,17 +401,23 @@ class Run:
             return self._halves(texts)
         except (ValueError, RuntimeError) as exc:
             if len(texts) == 1:
-                return [(None, f"{type(exc).__name__}: {exc}")]
+                return np.zeros((1, self.embedder.spec.dim), dtype=np.float32), {
+                    0: f"{type(exc).__name__}: {exc}"
+                }
             return self._halves(texts)
-        finite = np.asarray(np.isfinite(matrix).all(axis=1), dtype=bool)
-        return [
-            (matrix[i], None) if finite[i] else (None, "the model returned a non-finite vector")
-            for i in range(len(texts))
-        ]
+        bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+        if not bad.size:
+            return matrix, {}
+        matrix = matrix.copy()
+        matrix[bad] = 0.0
+        return matrix, {int(i): "the model returned a non-finite vector" for i in bad}
 
-    def _halves(self, texts: Sequence[str]) -> list[tuple[NDArray[np.float32] | None, str | None]]:
+    def _halves(self, texts: Sequence[str]) -> tuple[NDArray[np.float32], dict[int, str]]:
         mid = len(texts) // 2
-        return self._embed(texts[:mid]) + self._embed(texts[mid:])
+        first, first_errors = self._embed(texts[:mid])
+        second, second_errors = self._embed(texts[mid:])
+        errors = first_errors | {mid + i: error for i, error in second_errors.items()}
+        return np.concatenate([first, second]), errors
 
 
 def quarantine_path(store: Path, collection: str, stamp: str) -> Path:

@@ -227,8 +227,8 @@ class Writer:
             ),
             "text": pa.array(texts, pa.string()),
             "content_hash": pa.array(hashes, pa.string()),
-            "model_version": pa.array([self.model_version] * len(ids), pa.string()),
-            "updated_at": pa.array([now] * len(ids), pa.timestamp("us", tz="UTC")),
+            "model_version": pa.repeat(pa.scalar(self.model_version, pa.string()), len(ids)),
+            "updated_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), len(ids)),
         }
         for name, values in metadata.items():
             columns[name] = pa.array(values)
@@ -238,6 +238,9 @@ class Writer:
                 self._table = self.store._create(self.name, data)
                 return
             data = data.cast(self._table.schema)
+            if not replace:
+                self._table.add(data)
+                return
             mask = np.array([i in replace for i in ids], dtype=bool)
             if mask.any():
                 changed = data.filter(pa.array(mask))
