@@ -84,10 +84,12 @@ class EmbeddingProcessor:
             self._store = VectorStore(self.store_path)
 
     def close(self) -> None:
-        """Release the store handle and stop embedding worker processes, if any."""
+        """Release the store handle and stop the backend's processes (embedding workers, the
+        static backend's tokenizer), if any."""
         self._store = None
-        if not self._injected and isinstance(self._embedder, ProcessPoolEmbedder):
-            self._embedder.close()  # an injected one belongs to whoever passed it
+        close = getattr(self._embedder, "close", None)
+        if not self._injected and close is not None:
+            close()  # an injected embedder belongs to whoever passed it
 
     @property
     def embedder(self) -> Embedder:

@@ -105,12 +105,39 @@ def test_static_counts_then_embeds_each_text_once() -> None:
     texts = [*dict.fromkeys(a[:300]), long_text]
     cold = backend.embed(texts)
     counts = backend.count_tokens(texts)
-    assert counts[0] == len(backend._fast.encode([a[0]])[0])  # type: ignore[attr-defined]
+    assert counts[0] == len(backend._cut([a[0]])[0])  # type: ignore[attr-defined]
     assert counts[-1] > backend.spec.max_tokens
     assert len(backend._memo) >= len(texts)  # type: ignore[attr-defined]
     warm = backend.embed(texts)
     assert not backend._memo  # type: ignore[attr-defined]
     np.testing.assert_array_equal(warm, cold)
+
+
+def test_static_counts_in_the_tokenizer_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With the tokenizer process ready, a window's counts come from it and its embed gives
+    the vectors of a cold ``embed``; a run through it adds up; closing the processor ends it."""
+    from embedops.models.static_backend import StaticBackend
+
+    with EmbeddingProcessor(store=tmp_path / "store", backend="static") as processor:
+        backend = processor.embedder
+        assert isinstance(backend, StaticBackend)
+        a, b, _ = read_stsb(shared_file("stsb-dev.tsv"))
+        texts = list(dict.fromkeys(a + b))[:600]
+        cold = backend.embed(texts)
+        counts = backend.count_tokens(texts)  # starts the process; counted here meanwhile
+        child = backend._process
+        assert child is not None and child.wait_ready(30)
+        assert backend.count_tokens(texts) == counts
+        assert all(isinstance(ids, np.ndarray) for ids in backend._memo.values())
+        np.testing.assert_array_equal(backend.embed(texts), cold)
+        source = tmp_path / "s.jsonl"
+        rows = [json.dumps({"id": i, "text": t}) for i, t in enumerate(texts)]
+        source.write_text("\n".join(rows) + "\n")
+        report = processor.process(source, collection="c", id_field="id", text_field="text")
+        assert (report.read, report.embedded, report.quarantined) == (600, 600, 0)
+        stored = processor.vectors("c", ["0", "599"])
+        np.testing.assert_allclose(stored, processor.embed([texts[0], texts[599]]), atol=1e-6)
+    assert child.state == "closed" and child._child.poll() is not None
 
 
 def test_worker_processes_give_the_same_vectors_and_counts(tmp_path) -> None:  # type: ignore[no-untyped-def]

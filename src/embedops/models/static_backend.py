@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,10 +21,12 @@ from embedops.errors import ModelLoadError
 from embedops.models.artifacts import ensure_artefact, library_versions
 from embedops.models.base import ModelSpec
 from embedops.models.lazy import LazyBackend
+from embedops.models.tokenizer_process import CutTokenizer, TokenizerProcess
 from embedops.models.tokens import read_tokenizer
-from embedops.models.wordpiece import FastWordPiece
 
 logger = logging.getLogger(__name__)
+# One text's token ids: a list when tokenised here, an int32 array from the tokenizer process.
+Ids = list[int] | NDArray[np.int32]
 
 PCA_DIMS = 256
 SIF_COEFFICIENT = 1e-4
@@ -32,6 +35,9 @@ RECIPE = f"model2vec distill, PCA {PCA_DIMS}, SIF {SIF_COEFFICIENT}"
 # 36 MB as Python lists). Texts counted but never embedded (found in the run's vector cache)
 # leave first-in, first-out.
 MEMO_SIZE = 1_000_000
+# Counts of at least this many texts go to the tokenizer process (a pipeline window; the
+# round trip costs about 1 ms).
+PROCESS_MIN_TEXTS = 256
 
 
 def distill_static(spec: ModelSpec, folder: Path, filename: str) -> dict[str, Any]:
@@ -68,14 +74,17 @@ class StaticBackend(LazyBackend):
         super().__init__(spec)
         self._cache_dir = cache_dir
         self._table: NDArray[np.float32] = np.zeros((0, spec.dim), dtype=np.float32)
-        self._tokenizer: Any = None
-        self._fast: FastWordPiece | None = None
+        self._cut: CutTokenizer | None = None
         self._max_chars = 0
         self.model_path: Path | None = None  # the model2vec folder, once loaded
-        self._memo: dict[str, list[int]] = {}  # ids counted and not embedded yet
+        self._memo: dict[str, Ids] = {}  # ids counted and not embedded yet
         self._memo_ids = 0  # ids held in the memo
         self._memo_lock = threading.Lock()
         self.memo_size = MEMO_SIZE  # 0: keep no ids (a worker process; see processes.py)
+        # Tokenise counted windows in a process of its own (only with a memo, on 2+ cores).
+        self.tokenizer_process = (os.cpu_count() or 1) > 1
+        self._process: TokenizerProcess | None = None
+        self._process_lock = threading.Lock()
 
     def _load(self) -> None:
         """Distil (once) and load the static model."""
@@ -93,9 +102,8 @@ class StaticBackend(LazyBackend):
         model = StaticModel.from_pretrained(str(path))
         self.model_path = path
         self._table = token_table(model)
-        self._tokenizer = read_tokenizer(path / "tokenizer.json")
-        self._fast = FastWordPiece.of(self._tokenizer)
         self._max_chars = self._spec.max_tokens * int(model.median_token_length)
+        self._cut = CutTokenizer(read_tokenizer(path / "tokenizer.json"), self._max_chars)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text as this model splits them (a static model adds no special tokens;
@@ -103,11 +111,12 @@ class StaticBackend(LazyBackend):
         tokenizer comes with the distilled model).
 
         The ids are kept for the ``embed`` that usually follows (the pipeline counts a window,
-        then embeds it), so that each text is tokenised once.
+        then embeds it), so that each text is tokenised once. Large counts are tokenised in
+        the tokenizer process, on another core, once it has started.
         """
         self.load()
         texts = list(texts)
-        ids = self._tokenize(texts)
+        ids = self._process_ids(texts) or self._tokenize(texts)
         over = self._spec.max_tokens + 1
         if self.memo_size > 0:
             self._remember(texts, ids)
@@ -116,7 +125,29 @@ class StaticBackend(LazyBackend):
             for t, i in zip(texts, ids, strict=True)
         ]
 
-    def _remember(self, texts: list[str], ids: list[list[int]]) -> None:
+    def close(self) -> None:
+        """End the tokenizer process, if one was started (idempotent)."""
+        with self._process_lock:
+            if self._process is not None:
+                self._process.close()
+                self._process = None
+
+    def _process_ids(self, texts: list[str]) -> list[Ids] | None:
+        """Ids from the tokenizer process (started on the first large count), or ``None``
+        while it starts, is busy, or after it failed."""
+        if not self.tokenizer_process or self.memo_size <= 0 or len(texts) < PROCESS_MIN_TEXTS:
+            return None
+        with self._process_lock:
+            if self._process is None:
+                assert self.model_path is not None
+                self._process = TokenizerProcess(
+                    self.model_path / "tokenizer.json", self._max_chars
+                )
+            process = self._process
+        found = process.ids(texts)
+        return list(found) if found is not None else None
+
+    def _remember(self, texts: list[str], ids: Sequence[Ids]) -> None:
         with self._memo_lock:
             memo = self._memo
             for text, found in zip(texts, ids, strict=True):
@@ -127,15 +158,12 @@ class StaticBackend(LazyBackend):
                 oldest = next(iter(memo))
                 self._memo_ids -= len(memo.pop(oldest))
 
-    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+    def _tokenize(self, texts: list[str]) -> list[Ids]:
         """Ids of each text after the character cut, before the token cut."""
-        texts = [text[: self._max_chars] for text in texts]
-        if self._fast is not None:
-            return self._fast.encode(texts)
-        encodings = self._tokenizer.encode_batch_fast(texts, add_special_tokens=False)
-        return [e.ids for e in encodings]
+        assert self._cut is not None
+        return list(self._cut(texts))
 
-    def _ids(self, texts: list[str]) -> list[list[int]]:
+    def _ids(self, texts: list[str]) -> list[Ids]:
         with self._memo_lock:
             memo = [self._memo.pop(t, None) for t in texts]
             self._memo_ids -= sum(len(found) for found in memo if found is not None)
@@ -151,7 +179,10 @@ class StaticBackend(LazyBackend):
         ids = self._ids(texts)
         bounds = np.zeros(len(ids) + 1, dtype=np.intp)
         np.cumsum(np.fromiter(map(len, ids), dtype=np.intp, count=len(ids)), out=bounds[1:])
-        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.intp, count=bounds[-1])
+        if all(isinstance(i, np.ndarray) for i in ids):  # all from the tokenizer process
+            flat = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32)
+        else:
+            flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.intp, count=bounds[-1])
         # One sparse (texts x vocabulary) count matrix times the table sums each text's token
         # vectors without gathering them (a gather of every token's row is 40x slower).
         counts = csr_matrix(
