@@ -12,8 +12,9 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -134,7 +135,9 @@ class Window:
 _DONE = object()
 
 
-def prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
+def prefetch(
+    items: Iterator[T], depth: int, name: str = "embedops-reader"
+) -> Generator[T, None, None]:
     """Run ``items`` in a thread, at most ``depth`` items ahead of the consumer.
 
     Errors raised by the producer are raised in the consumer; if the consumer stops early,
@@ -162,7 +165,7 @@ def prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
         finally:
             put(_DONE)
 
-    thread = threading.Thread(target=produce, name="embedops-reader", daemon=True)
+    thread = threading.Thread(target=produce, name=name, daemon=True)
     thread.start()
     try:
         while True:
@@ -225,11 +228,20 @@ class Run:
             if self.progress:
                 self.progress.start(self.source.total, self.source.unit)
             try:
-                # Reading, cleaning and token counting run in a thread, one window ahead of
-                # inference (the backends release the GIL while they compute).
-                for window in prefetch(self._windows(), depth=self.options.prefetch):
-                    self._flush(window)
-                    self._tick()
+                # Reading and cleaning run in one thread, token counting in another, each a
+                # window ahead of the next stage: the backends release the GIL while they
+                # compute, and the static backend counts in a process of its own, so the
+                # stages overlap instead of waiting for each other.
+                depth = self.options.prefetch
+                with (
+                    closing(prefetch(self._row_windows(), depth, "embedops-reader")) as rows,
+                    closing(
+                        prefetch((self._window(w) for w in rows), depth, "embedops-counter")
+                    ) as windows,
+                ):
+                    for window in windows:
+                        self._flush(window)
+                        self._tick()
             finally:
                 self.quarantine.close()
                 if self.progress:
@@ -261,8 +273,8 @@ class Run:
             self.quarantine.write(records)
             self.report.quarantined += len(records)
 
-    def _windows(self) -> Iterator[Window]:
-        """Read, clean, drop unchanged rows; yield windows of rows to embed with token counts."""
+    def _row_windows(self) -> Iterator[list[CleanRow]]:
+        """Read, clean, drop unchanged rows; yield rows to embed, ``sort_window`` at a time."""
         report = self.report
         rows: list[CleanRow] = []
         for batch in self.source.batches():
@@ -276,13 +288,14 @@ class Run:
                     rows.append(row)
             self._position = batch.position
             if len(rows) >= self.options.sort_window:
-                yield self._window(rows)
+                yield rows
                 rows = []
             self._tick()
         if rows:
-            yield self._window(rows)
+            yield rows
 
     def _window(self, rows: list[CleanRow]) -> Window:
+        """The window's distinct texts by hash, and their token counts."""
         texts: dict[str, str] = {}
         for row in rows:
             texts.setdefault(row.content_hash, row.text)
