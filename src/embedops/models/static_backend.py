@@ -140,9 +140,14 @@ class StaticBackend(LazyBackend):
         with self._process_lock:
             if self._process is None:
                 assert self.model_path is not None
-                self._process = TokenizerProcess(
-                    self.model_path / "tokenizer.json", self._max_chars
-                )
+                try:
+                    self._process = TokenizerProcess(
+                        self.model_path / "tokenizer.json", self._max_chars
+                    )
+                except OSError as exc:
+                    logger.warning("cannot start the tokenizer process (%s); tokenising here", exc)
+                    self.tokenizer_process = False
+                    return None
             process = self._process
         found = process.ids(texts)
         return list(found) if found is not None else None
