@@ -191,7 +191,8 @@ def clean(text: str, normalize: bool, strip_markup: bool) -> tuple[str, int]:
     """
     changed = 0
     out = text
-    if _CONTROL.search(out):
+    # Control characters are not printable; isprintable() is cheaper than the search.
+    if not out.isprintable() and _CONTROL.search(out):
         out = _CONTROL.sub(" ", out)
         changed |= CONTROL_CHARS
     if strip_markup:
@@ -199,7 +200,15 @@ def clean(text: str, normalize: bool, strip_markup: bool) -> tuple[str, int]:
         if ";" in out:
             if "#" in out:
                 out = _restore_entities(out, _BARE_NUMERIC_ENTITY)
-            out = _restore_entities(out, _BARE_NAMED_ENTITY)
+            if (  # a substring test each is cheaper than one search for the alternation
+                "quot;" in out
+                or "amp;" in out
+                or "lt;" in out
+                or "gt;" in out
+                or "nbsp;" in out
+                or "apos;" in out
+            ):
+                out = _restore_entities(out, _BARE_NAMED_ENTITY)
         if "&" in out:
             out = html.unescape(out)
             # Entities such as &#0; decode to control characters.
@@ -215,8 +224,18 @@ def clean(text: str, normalize: bool, strip_markup: bool) -> tuple[str, int]:
         before = out
         if not out.isascii():
             out = unicodedata.normalize("NFKC", out)
-        # The same as replacing runs of ``\s`` with one space and stripping the ends.
-        out = " ".join(out.split())
+            # The same as replacing runs of ``\s`` with one space and stripping the ends.
+            out = " ".join(out.split())
+        elif (
+            # ASCII whitespace left after the control step: space, tab, newline, return.
+            "  " in out
+            or "\t" in out
+            or "\n" in out
+            or "\r" in out
+            or out[:1] == " "
+            or out[-1:] == " "
+        ):
+            out = " ".join(out.split())
         if out != before:
             changed |= NORMALIZED
     return out, changed
