@@ -83,3 +83,39 @@ def test_bare_entities_match_the_lookbehind_regex() -> None:
             text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 14)))
             expected = reference.sub(lambda m: "&" + m.group().lstrip(" "), text)
             assert _restore_entities(text, pattern) == expected, text
+
+
+def _plain_steps(text: str) -> str:
+    """Every cleaning step as a plain regex or call, without the fast paths of ``clean``."""
+    import html
+    import re
+    import unicodedata
+
+    control = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+    out = control.sub(" ", text)
+    out = re.sub(r" ?(?<![&\w])#(\d{1,7}|x[0-9a-fA-F]{1,6});", r"&#\1;", out)
+    out = re.sub(r" ?(?<![&\w])(quot|amp|lt|gt|nbsp|apos);", r"&\1;", out)
+    out = html.unescape(out)
+    out = re.sub(r"</?[A-Za-z][^<>]{0,500}>", " ", out)
+    out = re.sub(r"\\+", " ", out)
+    out = control.sub(" ", out)
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", out)).strip()
+
+
+def test_fast_paths_give_the_plain_steps_output() -> None:
+    """``clean`` skips steps that have nothing to do; on real news and on random strings of
+    whitespace, control characters, entities, tags and non-ASCII it gives the same text."""
+    import random
+
+    from embedops.cleaning import clean
+    from embedops.quality import read_ag_news
+    from tests.conftest import shared_file
+
+    texts, _ = read_ag_news(shared_file("ag_news_test.csv"))
+    rng = random.Random(11)
+    words = "a Zz é ﬁ x; ; #39; quot; amp; apos; lt; gt; nbsp; &amp; &#0; &#10; &nbsp; <b> </p>"
+    spaces = [" ", "  ", "\t", "\n", "\r", "\x0b", "\x1c", "\x00", "\x85", "\xa0", "\u2028"]
+    pieces = [*words.split(), *spaces, "\u3000", " #36;", " amp;", " apos;", "\\"]
+    randoms = ["".join(rng.choices(pieces, k=rng.randrange(0, 12))) for _ in range(4000)]
+    for text in [*texts, *randoms]:
+        assert clean(text, True, True)[0] == _plain_steps(text), repr(text)
