@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from embedops import EmbeddingProcessor
+from embedops.config import Settings
 from embedops.errors import (
     CollectionNotFound,
     ConfigError,
@@ -184,32 +185,101 @@ def test_one_writer_per_table(
 def test_prefetch_passes_items_errors_and_stops_early() -> None:
     import threading
 
-    from embedops.pipeline import prefetch
+    from embedops.pipeline import Prefetch
 
-    assert list(prefetch(iter(range(100)), depth=2)) == list(range(100))
+    with Prefetch(iter(range(100)), 2, "t") as items:
+        assert list(items) == list(range(100))
 
     def broken():  # type: ignore[no-untyped-def]
         yield 1
         raise ValueError("reader failed")
 
-    with pytest.raises(ValueError, match="reader failed"):
-        list(prefetch(broken(), depth=2))
+    with pytest.raises(ValueError, match="reader failed"), Prefetch(broken(), 2, "t") as items:
+        list(items)
 
     produced: list[int] = []
+    closed = threading.Event()
 
     def endless():  # type: ignore[no-untyped-def]
         i = 0
-        while True:
-            produced.append(i)
-            yield i
-            i += 1
+        try:
+            while True:
+                produced.append(i)
+                yield i
+                i += 1
+        finally:
+            closed.set()
 
     before = threading.active_count()
-    for item in prefetch(endless(), depth=3):
-        if item == 5:
-            break
+    with Prefetch(endless(), 3, "t") as items:
+        for item in items:
+            if item == 5:
+                break
     assert len(produced) <= 5 + 1 + 3 + 1  # bounded read-ahead
     assert threading.active_count() == before
+    assert closed.is_set()  # the producer thread closed its generator
+
+
+def test_chained_stages_stop_together_while_one_waits() -> None:
+    """A consumer stopping while the middle stage waits on a slow first stage: both threads
+    end at once (the middle one is not left waiting, and nothing closes a running
+    generator from another thread)."""
+    import threading
+    import time
+
+    from embedops.pipeline import Prefetch
+
+    def slow():  # type: ignore[no-untyped-def]
+        yield 1
+        time.sleep(30)
+        yield 2
+
+    before = threading.active_count()
+    first = Prefetch(slow(), 1, "first")
+    second = Prefetch((x * 10 for x in first), 1, "second")
+    assert next(second) == 10
+    for stage in (second, first):
+        stage.stop()
+    second.join()  # gives up after 10 s; the middle stage must have ended well before
+    assert not second._thread.is_alive()
+    assert threading.active_count() <= before + 1  # only the sleeping first stage is left
+
+
+def test_an_error_in_the_main_thread_surfaces_while_the_reader_is_slow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeEmbedder
+) -> None:
+    """The store fails while the reader is still reading the next window: process() raises
+    the store's error (not one from stopping the stages), and both stages end."""
+    import threading
+    import time
+
+    import embedops.sources as sources
+    import embedops.store as store
+    from embedops.errors import StoreError
+
+    plain = sources.Source.batches
+
+    def slow(self):  # type: ignore[no-untyped-def]
+        for i, batch in enumerate(plain(self)):
+            if i == 1:
+                time.sleep(3)
+            yield batch
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise StoreError("disk full")
+
+    monkeypatch.setattr(sources.Source, "batches", slow)
+    monkeypatch.setattr(store.Writer, "write", full)
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(f'{{"id": "{i}", "text": "t {i}"}}\n' for i in range(300)))
+    settings = Settings(store=tmp_path / "s", sort_window=100, read_rows=100)
+    with (
+        EmbeddingProcessor(settings=settings, embedder=fake) as processor,
+        pytest.raises(StoreError, match="disk full"),
+    ):
+        processor.process(source, collection="c", id_field="id", text_field="text")
+    names = {thread.name for thread in threading.enumerate()}
+    assert not names & {"embedops-reader", "embedops-counter"}  # both stages have ended
 
 
 def test_source_errors_surface_through_the_reader_thread(
@@ -221,3 +291,31 @@ def test_source_errors_surface_through_the_reader_thread(
     bad.write_text("".join(json.dumps(r) + "\n" for r in _items(10)) + "{oops\n")
     with pytest.raises(InvalidFormat, match="line 11"):
         processor.process(bad, collection="late", id_field="id", text_field="text")
+
+
+def test_vector_cache_keeps_copies() -> None:
+    """A cached vector is its own array: keeping it does not keep its window's matrix."""
+    from embedops.pipeline import VectorCache
+
+    cache = VectorCache(size=2)
+    window = np.arange(12, dtype=np.float32).reshape(3, 4)
+    cache.put(["a", "b", "c"], window)
+    assert cache.get("a") is None  # the least recently used went first
+    kept = cache.get("c")
+    assert kept is not None and kept.base is None
+    np.testing.assert_array_equal(kept, window[2])
+
+
+def test_a_backend_returning_the_wrong_shape_is_a_model_error(
+    tmp_path: Path, fake: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedops.errors import ModelError
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(f'{{"id": "{i}", "text": "t {i}"}}\n' for i in range(5)))
+    monkeypatch.setattr(fake, "embed", lambda texts: np.zeros((1, 8), dtype=np.float32))
+    with (
+        EmbeddingProcessor(store=tmp_path / "s", embedder=fake) as processor,
+        pytest.raises(ModelError, match=r"shape \(1, 8\) for 5 texts"),
+    ):
+        processor.process(source, collection="c", id_field="id", text_field="text")

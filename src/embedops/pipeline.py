@@ -2,7 +2,8 @@
 
 Rows flow in windows of ``sort_window`` rows. Each window is sorted by token length, cut into
 token-budget batches, embedded, and written to the store in one commit, so memory is bounded by
-the window, not the input.
+a few windows (the one being stored and up to ``prefetch`` read ahead in each of the two
+stages before it), not by the input.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -116,9 +116,10 @@ class VectorCache:
 
     def put(self, keys: Sequence[str], vectors: NDArray[np.float32]) -> None:
         """Add one vector per key (the rows of ``vectors``), dropping the least recently used.
-        The keys are new (each was a miss of ``get``)."""
+        The keys are new (each was a miss of ``get``). Each row is copied, so that a kept
+        vector does not keep its whole window's matrix."""
         items = self._items
-        items.update(zip(keys, vectors, strict=True))
+        items.update(zip(keys, [row.copy() for row in vectors], strict=True))
         while len(items) > self.size:
             items.popitem(last=False)
 
@@ -135,49 +136,75 @@ class Window:
 _DONE = object()
 
 
-def prefetch(
-    items: Iterator[T], depth: int, name: str = "embedops-reader"
-) -> Generator[T, None, None]:
-    """Run ``items`` in a thread, at most ``depth`` items ahead of the consumer.
+class Prefetch(Generic[T]):
+    """Run ``items`` in a thread of its own, at most ``depth`` items ahead of the consumer.
 
-    Errors raised by the producer are raised in the consumer; if the consumer stops early,
-    the producer is told to stop and the thread ends.
+    Errors raised by the producer are raised in the consumer. ``stop()`` (or leaving the
+    ``with`` block) tells the producer to stop and wakes a consumer waiting for an item, from
+    any thread; ``join()`` waits for the thread. Stages chain: a ``Prefetch`` may iterate
+    another, and stopping both before joining either ends both threads at once.
     """
-    slots: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
 
-    def put(item: object) -> bool:
-        while not stop.is_set():
+    def __init__(self, items: Iterator[T], depth: int, name: str) -> None:
+        self._items = items
+        self._slots: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name=name, daemon=True)
+        self._thread.start()
+
+    def __iter__(self) -> Prefetch[T]:
+        return self
+
+    def __next__(self) -> T:
+        while True:
             try:
-                slots.put(item, timeout=0.1)
+                item = self._slots.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    raise StopIteration from None
+                continue
+            if item is _DONE:
+                self._stop.set()
+                raise StopIteration
+            if isinstance(item, _Failure):
+                self._stop.set()
+                raise item.error
+            return item  # type: ignore[return-value]
+
+    def __enter__(self) -> Prefetch[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.join()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self) -> None:
+        self._thread.join(timeout=10)
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._slots.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def produce() -> None:
+    def _produce(self) -> None:
         try:
-            for item in items:
-                if not put(item):
+            for item in self._items:
+                if not self._put(item):
                     return
         except BaseException as exc:  # handed to the consumer, raised there
-            put(_Failure(exc))
+            self._put(_Failure(exc))
         finally:
-            put(_DONE)
-
-    thread = threading.Thread(target=produce, name=name, daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = slots.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item  # type: ignore[misc]
-    finally:
-        stop.set()
-        thread.join(timeout=10)
+            self._put(_DONE)
+            close = getattr(self._items, "close", None)
+            if close is not None:
+                close()  # this thread ran the generator; it ends it
 
 
 @dataclass(frozen=True)
@@ -233,15 +260,17 @@ class Run:
                 # compute, and the static backend counts in a process of its own, so the
                 # stages overlap instead of waiting for each other.
                 depth = self.options.prefetch
-                with (
-                    closing(prefetch(self._row_windows(), depth, "embedops-reader")) as rows,
-                    closing(
-                        prefetch((self._window(w) for w in rows), depth, "embedops-counter")
-                    ) as windows,
-                ):
+                rows = Prefetch(self._row_windows(), depth, "embedops-reader")
+                windows = Prefetch((self._window(w) for w in rows), depth, "embedops-counter")
+                try:
                     for window in windows:
                         self._flush(window)
                         self._tick()
+                finally:
+                    for stage in (windows, rows):
+                        stage.stop()  # both first: the counter may be waiting on the reader
+                    for stage in (windows, rows):
+                        stage.join()
             finally:
                 self.quarantine.close()
                 if self.progress:
@@ -418,6 +447,12 @@ class Run:
                     0: f"{type(exc).__name__}: {exc}"
                 }
             return self._halves(texts)
+        matrix = np.asarray(matrix, dtype=np.float32)
+        if matrix.shape != (len(texts), self.embedder.spec.dim):
+            raise ModelError(
+                f"the model returned an array of shape {matrix.shape} for {len(texts)} texts "
+                f"(expected ({len(texts)}, {self.embedder.spec.dim})); check the backend"
+            )
         bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
         if not bad.size:
             return matrix, {}
