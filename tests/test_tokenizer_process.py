@@ -43,6 +43,7 @@ def test_ids_equal_the_in_process_tokenizer(
     expected = CutTokenizer(read_tokenizer(tokenizer_path), MAX_CHARS)(texts)
     assert [list(ids) for ids in found] == expected
     assert all(ids.dtype == np.int32 for ids in found)
+    assert all(ids.base is None for ids in found)  # own copies: a kept one pins nothing else
     assert len(found[-4]) < len(" ".join(b) * 2) // 3  # cut to MAX_CHARS before tokenising
     assert len(found[-2]) == 0
 
@@ -92,3 +93,56 @@ def test_flatten_keeps_each_texts_ids() -> None:
     flat, bounds = flatten([[1, 2], [], [3]])
     assert flat.tolist() == [1, 2, 3] and flat.dtype == np.int32
     assert bounds.tolist() == [0, 2, 2, 3]
+
+
+def test_an_interrupted_request_retires_the_child(
+    process: TokenizerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request interrupted between sending and receiving (Ctrl-C) must not leave its reply
+    to be read as the next request's: the child is retired and the caller tokenises."""
+    import embedops.models.tokenizer_process as module
+
+    assert process.wait_ready(30)
+    plain = module._receive
+
+    def interrupted(stream: object) -> object:
+        monkeypatch.setattr(module, "_receive", plain)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "_receive", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        process.ids(["first request"])
+    assert process.state == "failed"
+    assert process.ids(["second request"]) is None
+
+
+def test_a_reply_of_the_wrong_length_retires_the_child(
+    process: TokenizerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import embedops.models.tokenizer_process as module
+
+    assert process.wait_ready(30)
+    plain = module._receive
+    monkeypatch.setattr(module, "_receive", lambda stream: ("ids", *flatten([[1], [2]])))
+    assert process.ids(["one text"]) is None
+    monkeypatch.setattr(module, "_receive", plain)
+    assert process.state == "failed"
+
+
+def test_the_child_ends_quietly_when_the_parent_stops_reading(tokenizer_path: Path) -> None:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "embedops.models.tokenizer_process", str(tokenizer_path), "100"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stdin is not None
+    child.stdout.close()  # gone before the child says it is ready
+    child.stdin.close()
+    assert child.stderr is not None
+    err = child.stderr.read()
+    assert child.wait(timeout=60) == 0, err
+    assert b"Traceback" not in err

@@ -144,7 +144,7 @@ class StaticBackend(LazyBackend):
                     self._process = TokenizerProcess(
                         self.model_path / "tokenizer.json", self._max_chars
                     )
-                except OSError as exc:
+                except (OSError, ValueError, TypeError) as exc:  # what Popen raises
                     logger.warning("cannot start the tokenizer process (%s); tokenising here", exc)
                     self.tokenizer_process = False
                     return None

@@ -23,6 +23,7 @@ import select
 import struct
 import subprocess
 import sys
+import sysconfig
 import threading
 import weakref
 from collections.abc import Sequence
@@ -93,14 +94,19 @@ class TokenizerProcess:
 
     def __init__(self, tokenizer_path: Path, max_chars: int) -> None:
         env = dict(os.environ)
-        # The child imports embedops from where this process found it.
+        # The child imports embedops from where this process found it: a source tree needs
+        # its folder on the path (an installed package is found anyway; putting site-packages
+        # first could shadow the standard library).
         package_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        installed = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+        if package_root not in installed:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), package_root]))
         self._child = subprocess.Popen(
             [sys.executable, "-m", __name__, str(tokenizer_path), str(max_chars)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
+            start_new_session=True,  # Ctrl-C goes to the parent, which ends the child
         )
         self._state = "starting"
         self._lock = threading.Lock()
@@ -130,19 +136,30 @@ class TokenizerProcess:
             except (OSError, EOFError, pickle.UnpicklingError) as exc:
                 self._fail(f"it stopped answering ({exc})")
                 return None
+            except BaseException:
+                # Interrupted between request and reply (Ctrl-C, MemoryError): the reply may
+                # still be in the pipe, and would be taken for the next request's.
+                self._fail("a request was interrupted")
+                raise
             if reply[0] != "ids":
                 # The same texts tokenised here raise the same error where the caller sees it.
                 logger.debug("tokenizer process: %s", reply[1])
                 return None
             flat: NDArray[np.int32] = reply[1]
             bounds: list[int] = reply[2].tolist()
-            return [flat[a:b] for a, b in itertools.pairwise(bounds)]
+            if len(bounds) != len(texts) + 1:
+                self._fail(f"it answered {len(bounds) - 1} texts for {len(texts)}")
+                return None
+            # Copies, not views of one array: a kept text must not keep its whole batch.
+            return [flat[a:b].copy() for a, b in itertools.pairwise(bounds)]
         finally:
             self._lock.release()
 
     def close(self) -> None:
-        """End the child (idempotent)."""
+        """End the child (idempotent); one still starting is terminated, not waited for."""
         with self._lock:
+            if self._state == "starting":
+                self._child.terminate()
             self._state = "closed"
             self._finalizer()
 
@@ -166,6 +183,7 @@ class TokenizerProcess:
     def _fail(self, why: str) -> None:
         logger.warning("tokenizer process: %s; tokenising in this process instead", why)
         self._state = "failed"
+        self._child.terminate()  # it may be mid-reply or stuck; its answers are no use now
         self._finalizer()
 
 
@@ -182,29 +200,36 @@ def _stop(child: subprocess.Popen[bytes]) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
-    """The child: load the tokenizer, say ready, then answer requests until stdin closes."""
+    """The child: load the tokenizer, say ready, then answer requests until stdin closes (or
+    the parent stops reading: then it ends quietly)."""
     # Replies go to a private copy of stdout; anything printed goes to stderr.
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     requests = sys.stdin.buffer
     try:
-        path, max_chars = argv
-        tokenize = CutTokenizer(read_tokenizer(Path(path)), int(max_chars))
-    except Exception as exc:  # reported to the parent, which tokenises itself
-        _send(replies, ("error", f"{type(exc).__name__}: {exc}"))
-        return 1
-    _send(replies, ("ready",))
-    while True:
         try:
-            texts = _receive(requests)
-        except EOFError:
-            return 0
-        try:
-            flat, bounds = flatten(tokenize(texts))
-        except Exception as exc:  # the parent tokenises these texts itself
+            path, max_chars = argv
+            tokenize = CutTokenizer(read_tokenizer(Path(path)), int(max_chars))
+        except Exception as exc:  # reported to the parent, which tokenises itself
             _send(replies, ("error", f"{type(exc).__name__}: {exc}"))
-        else:
-            _send(replies, ("ids", flat, bounds))
+            return 1
+        _send(replies, ("ready",))
+        while True:
+            try:
+                texts = _receive(requests)
+            except EOFError:
+                return 0
+            try:
+                flat, bounds = flatten(tokenize(texts))
+            except Exception as exc:  # the parent tokenises these texts itself
+                _send(replies, ("error", f"{type(exc).__name__}: {exc}"))
+            else:
+                _send(replies, ("ids", flat, bounds))
+    except (BrokenPipeError, ConnectionResetError):
+        return 0  # the parent closed the pipes: it is done with this process
+    finally:
+        with contextlib.suppress(OSError):
+            replies.close()
 
 
 if __name__ == "__main__":
