@@ -6,7 +6,6 @@ of magnitude faster, at lower quality (STS-B dev 79 against 86.7).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import threading
@@ -21,7 +20,7 @@ from embedops.errors import ModelLoadError
 from embedops.models.artifacts import ensure_artefact, library_versions
 from embedops.models.base import ModelSpec
 from embedops.models.lazy import LazyBackend
-from embedops.models.tokenizer_process import CutTokenizer, TokenizerProcess
+from embedops.models.tokenizer_process import CutTokenizer, TokenizerProcess, flatten
 from embedops.models.tokens import read_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -132,7 +131,7 @@ class StaticBackend(LazyBackend):
                 self._process.close()
                 self._process = None
 
-    def _process_ids(self, texts: list[str]) -> list[Ids] | None:
+    def _process_ids(self, texts: list[str]) -> Sequence[Ids] | None:
         """Ids from the tokenizer process (started on the first large count), or ``None``
         while it starts, is busy, or after it failed."""
         if not self.tokenizer_process or self.memo_size <= 0 or len(texts) < PROCESS_MIN_TEXTS:
@@ -149,8 +148,7 @@ class StaticBackend(LazyBackend):
                     self.tokenizer_process = False
                     return None
             process = self._process
-        found = process.ids(texts)
-        return list(found) if found is not None else None
+        return process.ids(texts)
 
     def _remember(self, texts: list[str], ids: Sequence[Ids]) -> None:
         with self._memo_lock:
@@ -163,10 +161,10 @@ class StaticBackend(LazyBackend):
                 oldest = next(iter(memo))
                 self._memo_ids -= len(memo.pop(oldest))
 
-    def _tokenize(self, texts: list[str]) -> list[Ids]:
+    def _tokenize(self, texts: list[str]) -> Sequence[Ids]:
         """Ids of each text after the character cut, before the token cut."""
         assert self._cut is not None
-        return list(self._cut(texts))
+        return self._cut(texts)
 
     def _ids(self, texts: list[str]) -> list[Ids]:
         with self._memo_lock:
@@ -182,12 +180,7 @@ class StaticBackend(LazyBackend):
         from scipy.sparse import csr_matrix
 
         ids = self._ids(texts)
-        bounds = np.zeros(len(ids) + 1, dtype=np.intp)
-        np.cumsum(np.fromiter(map(len, ids), dtype=np.intp, count=len(ids)), out=bounds[1:])
-        if all(isinstance(i, np.ndarray) for i in ids):  # all from the tokenizer process
-            flat = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32)
-        else:
-            flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.intp, count=bounds[-1])
+        flat, bounds = flatten(ids)
         # One sparse (texts x vocabulary) count matrix times the table sums each text's token
         # vectors without gathering them (a gather of every token's row is 40x slower).
         counts = csr_matrix(

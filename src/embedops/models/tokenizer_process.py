@@ -57,10 +57,15 @@ class CutTokenizer:
         return [e.ids for e in self._tokenizer.encode_batch_fast(cut, add_special_tokens=False)]
 
 
-def flatten(ids: Sequence[Sequence[int]]) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
-    """All ids in one array, and where each text's ids start (``len(ids) + 1`` bounds)."""
+def flatten(
+    ids: Sequence[Sequence[int] | NDArray[np.int32]],
+) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
+    """All ids in one array, and where each text's ids start (``len(ids) + 1`` bounds). Each
+    text's ids are a list or an array (arrays are joined in one call)."""
     bounds = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)), out=bounds[1:])
+    if ids and all(isinstance(i, np.ndarray) for i in ids):
+        return np.concatenate(ids).astype(np.int32, copy=False), bounds
     flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(bounds[-1]))
     return flat, bounds
 
