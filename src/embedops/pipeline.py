@@ -400,8 +400,7 @@ class Run:
             self.options.workers,
         )
         self.report.batches += len(batches)
-        whole = len(batches) == 1 and batches[0] == list(range(len(keys)))
-        vectors = np.empty((0 if whole else len(keys), dim), dtype=np.float32)
+        vectors = np.empty((len(keys), dim), dtype=np.float32)
         failed: dict[str, str] = {}
         done = 0
         chunks = [[texts[i] for i in b] for b in batches]
@@ -409,10 +408,7 @@ class Run:
         run = map if self.options.workers == 1 else self._pool.map
         results = run(self._embed, chunks)
         for batch, (matrix, errors) in zip(batches, results, strict=True):
-            if whole:  # one batch in order (static models): its matrix as it is
-                vectors = matrix
-            else:
-                vectors[np.asarray(batch)] = matrix
+            vectors[np.asarray(batch)] = matrix
             for j, error in errors.items():
                 failed[keys[batch[j]]] = error
             done += len(batch)
