@@ -174,10 +174,9 @@ def weights_sha256(path: Path, cache_dir: Path | None = None) -> str:
     key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
     known = _DIGESTS.get(key)
     store = cache_dir / DIGESTS_FILE if cache_dir is not None else None
-    if known is None and store is not None and store.is_file():
+    if known is None and store is not None:
         try:
-            saved = json.loads(store.read_text(encoding="utf-8"))
-            known = saved.get(key) if isinstance(saved, dict) else None
+            known = _read_digests(store).get(key)
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             known = None
     if isinstance(known, str) and len(known) == 64:
@@ -193,6 +192,15 @@ def weights_sha256(path: Path, cache_dir: Path | None = None) -> str:
     return _DIGESTS[key]
 
 
+def _read_digests(store: Path) -> dict[str, Any]:
+    """The digests saved in ``store`` (empty without the file). Raises ``OSError``,
+    ``JSONDecodeError`` or ``UnicodeDecodeError`` for a file that cannot be read."""
+    if not store.is_file():
+        return {}
+    loaded = json.loads(store.read_text(encoding="utf-8"))
+    return loaded if isinstance(loaded, dict) else {}
+
+
 def _save_digest(store: Path, key: str, digest: str) -> None:
     """Add one digest to ``store`` (written whole to a temporary file, then renamed).
 
@@ -200,10 +208,7 @@ def _save_digest(store: Path, key: str, digest: str) -> None:
     later, nothing else. Entries of replaced files stay (a few hundred bytes each).
     """
     try:
-        saved: dict[str, str] = {}
-        if store.is_file():
-            loaded = json.loads(store.read_text(encoding="utf-8"))
-            saved = loaded if isinstance(loaded, dict) else {}
+        saved = _read_digests(store)
         saved[key] = digest
         store.parent.mkdir(parents=True, exist_ok=True)
         temp = store.with_name(f".{store.name}.{os.getpid()}.tmp")
