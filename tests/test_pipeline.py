@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from embedops import EmbeddingProcessor
 from embedops.config import Settings
@@ -319,3 +321,78 @@ def test_a_backend_returning_the_wrong_shape_is_a_model_error(
         pytest.raises(ModelError, match=r"shape \(1, 8\) for 5 texts"),
     ):
         processor.process(source, collection="c", id_field="id", text_field="text")
+
+
+def test_writer_gathers_new_rows_into_few_commits(tmp_path: Path) -> None:
+    """New rows are committed ``commit_rows`` at a time (and on ``flush``); a replace commits
+    the gathered rows first; a new table stores its hashes with zstd."""
+    from embedops.store import VectorStore
+
+    store = VectorStore(tmp_path / "s")
+    writer = store.writer("c", "m-1", 4)
+    writer.commit_rows = 250
+
+    def write(ids: list[str], replace: set[str] | None = None) -> None:
+        writer.write(
+            ids=ids,
+            vectors=np.ones((len(ids), 4), dtype=np.float32),
+            texts=[f"text {i}" for i in ids],
+            hashes=[f"h{i}" for i in ids],
+            metadata={},
+            replace=replace or set(),
+        )
+
+    def stored() -> int:
+        return int(writer._table.count_rows())
+
+    write([str(i) for i in range(100)])  # creates the table
+    assert stored() == 100
+    assert writer._table.schema.field("content_hash").metadata == {
+        b"lance-encoding:compression": b"zstd"
+    }
+    write([str(i) for i in range(100, 200)])
+    write([str(i) for i in range(200, 300)])
+    assert stored() == 100  # 200 gathered
+    write([str(i) for i in range(300, 400)])  # 300 >= 250: one commit
+    assert stored() == 400
+    version = writer._table.version
+    write(["400"])
+    write(["0", "401"], replace={"0"})  # commits "400" first, then replaces "0"
+    assert stored() == 401 and writer._pending_rows == 1
+    writer.flush()
+    assert stored() == 402
+    assert writer._table.version == version + 3  # "400", the replace, "401"
+    writer.flush()  # nothing gathered: no commit
+    assert writer._table.version == version + 3
+
+
+def test_a_run_commits_once_per_commit_rows_and_keeps_rows_when_it_fails(
+    tmp_path: Path, fake: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of many small windows makes few commits; when the model fails mid-run, the rows
+    embedded before the failure are stored, and a re-run embeds only the rest."""
+    from embedops.errors import ModelError
+
+    rows = _items(1000)
+    rows[950]["text"] = "the bad one"
+    source = _write_jsonl(tmp_path / "in.jsonl", rows)
+    plain = fake.embed
+
+    def embed(texts: Sequence[str]) -> NDArray[np.float32]:
+        if "the bad one" in texts:
+            return np.zeros((1, 8), dtype=np.float32)  # the wrong shape: a ModelError
+        return plain(texts)
+
+    monkeypatch.setattr(fake, "embed", embed)
+    settings = Settings(store=tmp_path / "s", sort_window=100, read_rows=100)
+    with EmbeddingProcessor(settings=settings, embedder=fake) as processor:
+        with pytest.raises(ModelError):
+            processor.process(source, collection="c", id_field="id", text_field="text")
+        table = processor.store.writer("c", fake.spec.version, 8)._table
+        assert table.count_rows() == 900  # the nine windows before the failing one
+        assert table.version <= 3  # created, then one commit (not one per window)
+        monkeypatch.setattr(fake, "embed", plain)
+        fake.calls.clear()
+        report = processor.process(source, collection="c", id_field="id", text_field="text")
+    assert (report.unchanged, report.embedded) == (900, 100)
+    assert len(fake.texts_embedded) == 100

@@ -266,6 +266,15 @@ class Run:
                     for window in windows:
                         self._flush(window)
                         self._tick()
+                    self.writer.flush()
+                except BaseException:
+                    # Keep the rows embedded before the failure (a re-run skips them); an error
+                    # of this commit must not hide the first one.
+                    try:
+                        self.writer.flush()
+                    except Exception:
+                        logger.exception("could not store the rows embedded before the failure")
+                    raise
                 finally:
                     for stage in (windows, rows):
                         stage.stop()  # both first: the counter may be waiting on the reader

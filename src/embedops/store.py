@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 _COLLECTION = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.]|-(?!-))*$")
 SYSTEM_COLUMNS = ("id", "vector", "text", "content_hash", "model_version", "updated_at")
+# New rows gathered before one commit (see ``Writer``).
+COMMIT_ROWS = 16_384
 
 
 def check_collection_name(name: str) -> str:
@@ -172,16 +174,32 @@ class Collection:
 
 
 class Writer:
-    """Writes rows into one collection table, holding the table's writer lock."""
+    """Writes rows into one collection table, holding the table's writer lock.
+
+    New rows are gathered and committed ``commit_rows`` at a time (each LanceDB commit writes a
+    fragment and a new manifest, about 10 ms whatever its size, and many small fragments slow
+    readers down); ``flush()`` commits what is gathered. Rows that replace stored ones are
+    committed at once, after what was gathered.
+    """
 
     def __init__(
-        self, store: VectorStore, name: str, model_version: str, dim: int, table: Any
+        self,
+        store: VectorStore,
+        name: str,
+        model_version: str,
+        dim: int,
+        table: Any,
+        *,
+        commit_rows: int = COMMIT_ROWS,
     ) -> None:
         self.store = store
         self.name = name
         self.model_version = model_version
         self.dim = dim
+        self.commit_rows = commit_rows
         self._table = table
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
 
     def hashes(self) -> dict[str, str]:
         """``id -> content_hash`` of the rows already stored."""
@@ -235,14 +253,15 @@ class Writer:
         data = pa.table(columns)
         try:
             if self._table is None:
-                self._table = self.store._create(self.name, data)
+                self._table = self.store._create(self.name, _with_encodings(data))
                 return
             data = data.cast(self._table.schema)
             if not replace:
-                self._table.add(data)
+                self._gather(data)
                 return
             mask = np.array([i in replace for i in ids], dtype=bool)
             if mask.any():
+                self.flush()  # gathered rows first: commits keep the order of writes
                 changed = data.filter(pa.array(mask))
                 (
                     self._table.merge_insert("id")
@@ -251,9 +270,39 @@ class Writer:
                     .execute(changed)
                 )
             if not mask.all():
-                self._table.add(data.filter(pa.array(~mask)))
+                self._gather(data.filter(pa.array(~mask)))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-            raise StoreError(
-                f"rows do not fit table {self.name} (its columns: {self._table.schema}); "
-                f"keep the same fields with the same types, or use a new collection ({exc})"
-            ) from exc
+            raise self._misfit(exc) from exc
+
+    def flush(self) -> None:
+        """Commit the gathered rows, in one commit (nothing to do when none are)."""
+        if not self._pending:
+            return
+        data = pa.concat_tables(self._pending)
+        self._pending, self._pending_rows = [], 0
+        try:
+            self._table.add(data)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            raise self._misfit(exc) from exc
+
+    def _gather(self, data: pa.Table) -> None:
+        self._pending.append(data)
+        self._pending_rows += data.num_rows
+        if self._pending_rows >= self.commit_rows:
+            self.flush()
+
+    def _misfit(self, exc: Exception) -> StoreError:
+        columns = self._table.schema if self._table is not None else "none yet"
+        return StoreError(
+            f"rows do not fit table {self.name} (its columns: {columns}); "
+            f"keep the same fields with the same types, or use a new collection ({exc})"
+        )
+
+
+def _with_encodings(data: pa.Table) -> pa.Table:
+    """``data`` with the column encodings a new table gets: zstd for the hex hashes (half
+    the size of the default, and faster to write)."""
+    schema = data.schema
+    i = schema.get_field_index("content_hash")
+    field = schema.field(i).with_metadata({"lance-encoding:compression": "zstd"})
+    return data.cast(schema.set(i, field))
