@@ -334,9 +334,8 @@ class Run:
 
     def _window(self, rows: list[CleanRow]) -> Window:
         """The window's distinct texts by hash, and their token counts."""
-        texts: dict[str, str] = {}
-        for row in rows:
-            texts.setdefault(row.content_hash, row.text)
+        # Rows with one hash have one text; the dict keeps the order of first occurrence.
+        texts = {row.content_hash: row.text for row in rows}
         lengths = dict(zip(texts, self.embedder.count_tokens(list(texts.values())), strict=True))
         return Window(rows, texts, lengths)
 
