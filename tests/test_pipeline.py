@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from numpy.typing import NDArray
 
@@ -324,8 +325,9 @@ def test_a_backend_returning_the_wrong_shape_is_a_model_error(
 
 
 def test_writer_gathers_new_rows_into_few_commits(tmp_path: Path) -> None:
-    """New rows are committed ``commit_rows`` at a time (and on ``flush``); a replace commits
-    the gathered rows first; a new table stores its hashes with zstd."""
+    """New rows are committed ``commit_rows`` at a time (and on ``flush``), the first commit
+    creating the table; a replace commits the gathered rows first; a new table stores its
+    hashes with zstd."""
     from embedops.store import VectorStore
 
     store = VectorStore(tmp_path / "s")
@@ -345,25 +347,54 @@ def test_writer_gathers_new_rows_into_few_commits(tmp_path: Path) -> None:
     def stored() -> int:
         return int(writer._table.count_rows())
 
-    write([str(i) for i in range(100)])  # creates the table
-    assert stored() == 100
+    write([str(i) for i in range(100)])
+    write([str(i) for i in range(100, 200)])
+    assert writer._table is None  # 200 gathered, no table yet
+    write([str(i) for i in range(200, 300)])  # 300 >= 250: one commit creates the table
+    assert stored() == 300
     assert writer._table.schema.field("content_hash").metadata == {
         b"lance-encoding:compression": b"zstd"
     }
-    write([str(i) for i in range(100, 200)])
-    write([str(i) for i in range(200, 300)])
-    assert stored() == 100  # 200 gathered
-    write([str(i) for i in range(300, 400)])  # 300 >= 250: one commit
-    assert stored() == 400
     version = writer._table.version
-    write(["400"])
-    write(["0", "401"], replace={"0"})  # commits "400" first, then replaces "0"
-    assert stored() == 401 and writer._pending_rows == 1
+    write(["300"])
+    write(["0", "301"], replace={"0"})  # commits "300" first, then replaces "0"
+    assert stored() == 301 and writer._pending_rows == 1
     writer.flush()
-    assert stored() == 402
-    assert writer._table.version == version + 3  # "400", the replace, "401"
+    assert stored() == 302
+    assert writer._table.version == version + 3  # "300", the replace, "301"
     writer.flush()  # nothing gathered: no commit
     assert writer._table.version == version + 3
+
+
+def test_kept_fields_take_their_type_from_all_rows_of_the_first_commit(
+    tmp_path: Path, fake: FakeEmbedder
+) -> None:
+    """A kept field empty in the first windows takes the type of its later values; one that is
+    always empty is stored as text; values of two types in a field are a clear error."""
+    from embedops.errors import StoreError
+
+    rows = _items(300)
+    for i, row in enumerate(rows):
+        row["when"] = None if i < 150 else i  # empty in the first window and a half
+        row["never"] = None
+    source = _write_jsonl(tmp_path / "in.jsonl", rows)
+    settings = Settings(store=tmp_path / "s", sort_window=100, read_rows=100)
+    with EmbeddingProcessor(settings=settings, embedder=fake) as processor:
+        report = processor.process(
+            source, collection="c", id_field="id", text_field="text", keep=["when", "never"]
+        )
+        assert report.embedded == 300
+        table = processor.store.writer("c", fake.spec.version, 8)._table
+        assert table.schema.field("when").type == pa.int64()
+        assert table.schema.field("never").type == pa.string()
+        data = table.to_arrow()
+        ids, values = data.column("id").to_pylist(), data.column("when").to_pylist()
+        when = dict(zip(ids, values, strict=True))
+        assert when["0"] is None and when["299"] == 299
+        rows[10]["when"] = "a string among numbers"
+        bad = _write_jsonl(tmp_path / "bad.jsonl", rows)
+        with pytest.raises(StoreError, match="rows do not fit table"):
+            processor.process(bad, collection="d", id_field="id", text_field="text", keep=["when"])
 
 
 def test_a_run_commits_once_per_commit_rows_and_keeps_rows_when_it_fails(
@@ -390,7 +421,7 @@ def test_a_run_commits_once_per_commit_rows_and_keeps_rows_when_it_fails(
             processor.process(source, collection="c", id_field="id", text_field="text")
         table = processor.store.writer("c", fake.spec.version, 8)._table
         assert table.count_rows() == 900  # the nine windows before the failing one
-        assert table.version <= 3  # created, then one commit (not one per window)
+        assert table.version == 1  # one commit created it (not one per window)
         monkeypatch.setattr(fake, "embed", plain)
         fake.calls.clear()
         report = processor.process(source, collection="c", id_field="id", text_field="text")

@@ -1,9 +1,10 @@
 """The run loop: read, clean, skip unchanged, batch by tokens, embed, store, report.
 
 Rows flow in windows of ``sort_window`` rows. Each window is sorted by token length, cut into
-token-budget batches, embedded, and written to the store in one commit, so memory is bounded by
-a few windows (the one being stored and up to ``prefetch`` read ahead in each of the two
-stages before it), not by the input.
+token-budget batches, embedded, and handed to the store's writer, which commits new rows
+``store.COMMIT_ROWS`` at a time. Memory is bounded by a few windows (the one being stored and up
+to ``prefetch`` read ahead in each of the two stages before it) and the rows gathered for the
+next commit, not by the input.
 """
 
 from __future__ import annotations

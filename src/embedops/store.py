@@ -28,6 +28,8 @@ _COLLECTION = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.]|-(?!-))*$")
 SYSTEM_COLUMNS = ("id", "vector", "text", "content_hash", "model_version", "updated_at")
 # New rows gathered before one commit (see ``Writer``).
 COMMIT_ROWS = 16_384
+# What pyarrow raises for rows that do not fit a table (ValueError: other column names).
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError)
 
 
 def check_collection_name(name: str) -> str:
@@ -179,7 +181,9 @@ class Writer:
     New rows are gathered and committed ``commit_rows`` at a time (each LanceDB commit writes a
     fragment and a new manifest, about 10 ms whatever its size, and many small fragments slow
     readers down); ``flush()`` commits what is gathered. Rows that replace stored ones are
-    committed at once, after what was gathered.
+    committed at once, after what was gathered. A new table is created by the first commit,
+    with the column types of all the rows gathered for it (a kept field that is empty in the
+    first rows takes its type from later ones; one empty in all of them is stored as text).
     """
 
     def __init__(
@@ -190,13 +194,13 @@ class Writer:
         dim: int,
         table: Any,
         *,
-        commit_rows: int = COMMIT_ROWS,
+        commit_rows: int | None = None,
     ) -> None:
         self.store = store
         self.name = name
         self.model_version = model_version
         self.dim = dim
-        self.commit_rows = commit_rows
+        self.commit_rows = commit_rows or COMMIT_ROWS
         self._table = table
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
@@ -234,55 +238,59 @@ class Writer:
         *,
         replace: set[str],
     ) -> None:
-        """Add new rows and replace the rows whose id is in ``replace``, in one commit each."""
+        """Add new rows (gathered; see the class) and replace the rows whose id is in
+        ``replace`` (committed at once)."""
         if not ids:
             return
         now = datetime.now(UTC)
-        columns: dict[str, Any] = {
-            "id": pa.array(ids, pa.string()),
-            "vector": pa.FixedSizeListArray.from_arrays(
-                pa.array(vectors.reshape(-1), pa.float32()), self.dim
-            ),
-            "text": pa.array(texts, pa.string()),
-            "content_hash": pa.array(hashes, pa.string()),
-            "model_version": pa.repeat(pa.scalar(self.model_version, pa.string()), len(ids)),
-            "updated_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), len(ids)),
-        }
-        for name, values in metadata.items():
-            columns[name] = pa.array(values)
-        data = pa.table(columns)
         try:
-            if self._table is None:
-                self._table = self.store._create(self.name, _with_encodings(data))
-                return
-            data = data.cast(self._table.schema)
-            if not replace:
+            columns: dict[str, Any] = {
+                "id": pa.array(ids, pa.string()),
+                "vector": pa.FixedSizeListArray.from_arrays(
+                    pa.array(vectors.reshape(-1), pa.float32()), self.dim
+                ),
+                "text": pa.array(texts, pa.string()),
+                "content_hash": pa.array(hashes, pa.string()),
+                "model_version": pa.repeat(pa.scalar(self.model_version, pa.string()), len(ids)),
+                "updated_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), len(ids)),
+            }
+            for name, values in metadata.items():
+                columns[name] = pa.array(values)
+            data = pa.table(columns)
+            if self._table is not None:
+                data = data.cast(self._table.schema)
+            mask = np.array([i in replace for i in ids], dtype=bool) if replace else None
+            if mask is None or not mask.any():
                 self._gather(data)
                 return
-            mask = np.array([i in replace for i in ids], dtype=bool)
-            if mask.any():
-                self.flush()  # gathered rows first: commits keep the order of writes
-                changed = data.filter(pa.array(mask))
-                (
-                    self._table.merge_insert("id")
-                    .when_matched_update_all()
-                    .when_not_matched_insert_all()
-                    .execute(changed)
-                )
+            self.flush()  # gathered rows first: commits keep the order of writes
+            if self._table is None:  # nothing stored yet, so nothing to replace
+                self._gather(data)
+                return
+            (
+                self._table.merge_insert("id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute(data.filter(pa.array(mask)))
+            )
             if not mask.all():
                 self._gather(data.filter(pa.array(~mask)))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        except _ARROW_ERRORS as exc:
             raise self._misfit(exc) from exc
 
     def flush(self) -> None:
-        """Commit the gathered rows, in one commit (nothing to do when none are)."""
+        """Commit the gathered rows, in one commit (nothing to do when none are); the first
+        commit creates the table."""
         if not self._pending:
             return
-        data = pa.concat_tables(self._pending)
-        self._pending, self._pending_rows = [], 0
+        pending, self._pending, self._pending_rows = self._pending, [], 0
         try:
-            self._table.add(data)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            if self._table is None:
+                data = pa.concat_tables(pending, promote_options="permissive")
+                self._table = self.store._create(self.name, _new_table_schema(data))
+            else:
+                self._table.add(pa.concat_tables(pending))
+        except _ARROW_ERRORS as exc:
             raise self._misfit(exc) from exc
 
     def _gather(self, data: pa.Table) -> None:
@@ -299,10 +307,14 @@ class Writer:
         )
 
 
-def _with_encodings(data: pa.Table) -> pa.Table:
-    """``data`` with the column encodings a new table gets: zstd for the hex hashes (half
-    the size of the default, and faster to write)."""
+def _new_table_schema(data: pa.Table) -> pa.Table:
+    """``data`` as a new table stores it: a column with no value in any row (a kept field
+    that is always empty so far) as text, and the hex hashes with zstd (half the size of the
+    default, and faster to write)."""
     schema = data.schema
+    for i, field in enumerate(schema):
+        if pa.types.is_null(field.type):
+            schema = schema.set(i, field.with_type(pa.string()))
     i = schema.get_field_index("content_hash")
-    field = schema.field(i).with_metadata({"lance-encoding:compression": "zstd"})
-    return data.cast(schema.set(i, field))
+    schema = schema.set(i, schema.field(i).with_metadata({"lance-encoding:compression": "zstd"}))
+    return data.cast(schema)
