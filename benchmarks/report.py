@@ -44,16 +44,18 @@ def render(results: dict[str, Any]) -> str:
             lines.append(f"| {name} | {p['cold_start_s']} | {p['peak_rss_mb']} |")
     lines.append("")
     lines.append(
-        "| backend | rows | raw texts/s | pipeline texts/s | pipeline / raw "
+        "| backend | rows | raw texts/s | pipeline texts/s | pipeline / raw (median of rounds) "
         "| without cleaning / raw |"
     )
     lines.append("|---|---|---|---|---|---|")
     for name, p in results["pipeline"].items():
         bare = p.get("no_cleaning_share_of_raw")
+        median = p.get("pipeline_share_median")
         lines.append(
             f"| {name} | {p.get('rows', '-')} | {p['raw_texts_per_s']} | "
-            f"{p['pipeline_texts_per_s']} | "
-            f"{p['pipeline_share_of_raw']:.0%} | {'-' if bare is None else f'{bare:.0%}'} |"
+            f"{p['pipeline_texts_per_s']} | {p['pipeline_share_of_raw']:.0%}"
+            f"{'' if median is None else f' ({median:.0%})'} | "
+            f"{'-' if bare is None else f'{bare:.0%}'} |"
         )
     lines.append("")
     first = next(iter(next(iter(results["threads"].values())).values()))
