@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from embedops.models.registry import resolve_model
-from embedops.models.tokenizer_process import CutTokenizer, TokenizerProcess, flatten
-from embedops.models.tokens import read_tokenizer
+from embedops.models.tokenizer_process import TokenizerProcess, flatten
+from embedops.models.tokens import CutTokenizer, read_tokenizer
 from embedops.quality import read_stsb
 from tests.conftest import shared_file
 

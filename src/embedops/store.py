@@ -287,7 +287,7 @@ class Writer:
         try:
             if self._table is None:
                 data = pa.concat_tables(pending, promote_options="permissive")
-                self._table = self.store._create(self.name, _new_table_schema(data))
+                self._table = self.store._create(self.name, _as_new_table(data))
             else:
                 self._table.add(pa.concat_tables(pending))
         except _ARROW_ERRORS as exc:
@@ -307,7 +307,7 @@ class Writer:
         )
 
 
-def _new_table_schema(data: pa.Table) -> pa.Table:
+def _as_new_table(data: pa.Table) -> pa.Table:
     """``data`` as a new table stores it: a column with no value in any row (a kept field
     that is always empty so far) as text, and the hex hashes with zstd (half the size of the
     default, and faster to write)."""

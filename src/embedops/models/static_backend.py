@@ -20,8 +20,8 @@ from embedops.errors import ModelLoadError
 from embedops.models.artifacts import ensure_artefact, library_versions
 from embedops.models.base import ModelSpec
 from embedops.models.lazy import LazyBackend
-from embedops.models.tokenizer_process import CutTokenizer, TokenizerProcess, flatten
-from embedops.models.tokens import read_tokenizer
+from embedops.models.tokenizer_process import TokenizerProcess, flatten
+from embedops.models.tokens import CutTokenizer, read_tokenizer
 
 logger = logging.getLogger(__name__)
 # One text's token ids: a list when tokenised here, an int32 array from the tokenizer process.

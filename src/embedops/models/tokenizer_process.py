@@ -33,28 +33,11 @@ from typing import IO, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from embedops.models.tokens import read_tokenizer
-from embedops.models.wordpiece import FastWordPiece
+from embedops.models.tokens import CutTokenizer, read_tokenizer
 
 logger = logging.getLogger(__name__)
 
 _FRAME = struct.Struct("<Q")
-
-
-class CutTokenizer:
-    """Token ids of each text after a cut to ``max_chars`` characters, no special tokens and
-    no truncation: ``FastWordPiece`` where it applies, else the tokenizer itself."""
-
-    def __init__(self, tokenizer: Any, max_chars: int) -> None:
-        self._tokenizer = tokenizer
-        self._fast = FastWordPiece.of(tokenizer)
-        self.max_chars = max_chars
-
-    def __call__(self, texts: Sequence[str]) -> list[list[int]]:
-        cut = [text[: self.max_chars] for text in texts]
-        if self._fast is not None:
-            return self._fast.encode(cut)
-        return [e.ids for e in self._tokenizer.encode_batch_fast(cut, add_special_tokens=False)]
 
 
 def flatten(

@@ -1,4 +1,4 @@
-"""Token counting with the model's own fast tokenizer (no model weights needed)."""
+"""Token counting and token ids with the model's own fast tokenizer (no model weights needed)."""
 
 from __future__ import annotations
 
@@ -37,3 +37,19 @@ class TokenCounter:
             extra = self._specials
             return [len(ids) + extra for ids in self._fast.encode(texts)]
         return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts))]
+
+
+class CutTokenizer:
+    """Token ids of each text after a cut to ``max_chars`` characters, no special tokens and
+    no truncation: ``FastWordPiece`` where it applies, else the tokenizer itself."""
+
+    def __init__(self, tokenizer: Any, max_chars: int) -> None:
+        self._tokenizer = tokenizer
+        self._fast = FastWordPiece.of(tokenizer)
+        self.max_chars = max_chars
+
+    def __call__(self, texts: Sequence[str]) -> list[list[int]]:
+        cut = [text[: self.max_chars] for text in texts]
+        if self._fast is not None:
+            return self._fast.encode(cut)
+        return [e.ids for e in self._tokenizer.encode_batch_fast(cut, add_special_tokens=False)]
