@@ -30,6 +30,9 @@ SYSTEM_COLUMNS = ("id", "vector", "text", "content_hash", "model_version", "upda
 COMMIT_ROWS = 16_384
 # What pyarrow raises for rows that do not fit a table (ValueError: other column names).
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError)
+# What LanceDB raises when it cannot write (``lance error: LanceError(IO): No space left on
+# device``, a read-only or missing directory): a RuntimeError or an OSError.
+_WRITE_ERRORS = (OSError, RuntimeError)
 
 
 def check_collection_name(name: str) -> str:
@@ -89,8 +92,9 @@ class VectorStore:
             CollectionNotFound: no table for that collection and model version.
         """
         name = self.table_name(collection, model_version)
-        if name not in self._table_names():
-            others = self.versions(collection)
+        table = self._open(name)
+        if table is None:
+            others = [v for v in self.versions(collection) if v != model_version]
             hint = (
                 f"it exists for model versions {', '.join(others)}; use the same model"
                 if others
@@ -100,13 +104,26 @@ class VectorStore:
                 f"collection {collection!r} has no vectors for model version {model_version} "
                 f"in store {self.path}; {hint}"
             )
-        return Collection(self, collection, model_version, self._db.open_table(name))
+        return Collection(self, collection, model_version, table)
 
     def writer(self, collection: str, model_version: str, dim: int) -> Writer:
         """A writer for ``collection`` (the table is created on its first write)."""
         name = self.table_name(collection, model_version)
-        table = self._db.open_table(name) if name in self._table_names() else None
-        return Writer(self, name, model_version, dim, table)
+        return Writer(self, name, model_version, dim, self._open(name))
+
+    def _open(self, name: str) -> Any:
+        """The table ``name``, or ``None`` if there is none. A folder left by a first commit
+        that failed (a full disk) holds no version: it counts as no table, and the next first
+        commit creates the table over it."""
+        if name not in self._table_names():
+            return None
+        try:
+            return self._db.open_table(name)
+        except ValueError as exc:  # LanceDB: "Table '...' was not found"
+            if "not found" not in str(exc):
+                raise
+            logger.warning("table %s in %s has no committed version; ignoring it", name, self.path)
+            return None
 
     def _create(self, name: str, data: pa.Table) -> Any:
         return self._db.create_table(name, data)
@@ -277,6 +294,8 @@ class Writer:
                 self._gather(data.filter(pa.array(~mask)))
         except _ARROW_ERRORS as exc:
             raise self._misfit(exc) from exc
+        except _WRITE_ERRORS as exc:
+            raise self._unwritable(exc) from exc
 
     def flush(self) -> None:
         """Commit the gathered rows, in one commit (nothing to do when none are); the first
@@ -292,6 +311,8 @@ class Writer:
                 self._table.add(pa.concat_tables(pending))
         except _ARROW_ERRORS as exc:
             raise self._misfit(exc) from exc
+        except _WRITE_ERRORS as exc:
+            raise self._unwritable(exc) from exc
 
     def _gather(self, data: pa.Table) -> None:
         self._pending.append(data)
@@ -304,6 +325,13 @@ class Writer:
         return StoreError(
             f"rows do not fit table {self.name} (its columns: {columns}); "
             f"keep the same fields with the same types, or use a new collection ({exc})"
+        )
+
+    def _unwritable(self, exc: Exception) -> StoreError:
+        return StoreError(
+            f"cannot write table {self.name} in store {self.store.path} ({exc}); free disk "
+            "space or fix the directory's permissions, then run again (rows committed "
+            "before are kept and skipped)"
         )
 
 

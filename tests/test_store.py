@@ -1,0 +1,57 @@
+"""The store's writer against real LanceDB tables: what a failed write leaves, and its errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedops.errors import CollectionNotFound, StoreError
+from embedops.store import VectorStore, Writer
+
+
+def _write(writer: Writer, ids: list[str]) -> None:
+    writer.write(
+        ids=ids,
+        vectors=np.ones((len(ids), 4), dtype=np.float32),
+        texts=[f"text {i}" for i in ids],
+        hashes=[f"h{i}" for i in ids],
+        metadata={},
+        replace=set(),
+    )
+
+
+def test_a_write_the_disk_refuses_is_a_store_error_naming_the_table(tmp_path: Path) -> None:
+    """A LanceDB I/O error (here: its data folder is a file, as a full disk also makes it
+    fail) comes out as a ``StoreError`` that names the table and says what to do; the rows
+    committed before stay readable."""
+    store = VectorStore(tmp_path / "s")
+    writer = store.writer("c", "m-1", 4)
+    _write(writer, ["a", "b"])
+    writer.flush()
+    table_dir = tmp_path / "s" / "c--m-1.lance"
+    shutil.rmtree(table_dir / "data")
+    (table_dir / "data").write_text("not a folder")
+    _write(writer, ["c"])
+    with pytest.raises(StoreError, match=r"cannot write table c--m-1 .*free disk space"):
+        writer.flush()
+    assert VectorStore(tmp_path / "s").collection("c", "m-1").count() == 2
+
+
+def test_a_table_folder_with_no_committed_version_counts_as_no_table(tmp_path: Path) -> None:
+    """A first commit that failed (a full disk) leaves the table's folder with data files and
+    no version. Reading it is "not found" with the usual hint, and the next run's first commit
+    creates the table over it instead of failing on every run."""
+    store = VectorStore(tmp_path / "s")
+    leftover = tmp_path / "s" / "c--m-1.lance" / "data"
+    leftover.mkdir(parents=True)
+    (leftover / "0001.lance").write_bytes(b"partial")
+    with pytest.raises(CollectionNotFound, match="embed a file into it first"):
+        store.collection("c", "m-1")
+    writer = store.writer("c", "m-1", 4)
+    assert writer._table is None
+    _write(writer, ["a", "b", "c"])
+    writer.flush()
+    assert store.collection("c", "m-1").count() == 3
