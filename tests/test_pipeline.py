@@ -427,3 +427,16 @@ def test_a_run_commits_once_per_commit_rows_and_keeps_rows_when_it_fails(
         report = processor.process(source, collection="c", id_field="id", text_field="text")
     assert (report.unchanged, report.embedded) == (900, 100)
     assert len(fake.texts_embedded) == 100
+
+
+def test_a_quarantine_file_that_cannot_be_written_is_a_store_error(
+    tmp_path: Path, processor: EmbeddingProcessor
+) -> None:
+    """A full disk or an unwritable folder under the quarantine file gives a ``StoreError``
+    naming the file and what to do, not a raw ``OSError`` from the reader thread."""
+    rows = _items(5)
+    rows[2]["text"] = ""
+    src = _write_jsonl(tmp_path / "items.jsonl", rows)
+    (processor.store.path / "quarantine").write_text("a file where the folder goes")
+    with pytest.raises(StoreError, match=r"cannot write the quarantine file .*quarantine/items-"):
+        processor.process(src, collection="items", id_field="id", text_field="text")

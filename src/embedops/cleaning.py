@@ -23,7 +23,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from embedops.errors import ConfigError, MissingField
+from embedops.errors import ConfigError, MissingField, StoreError
 from embedops.sources import SourceBatch
 
 
@@ -456,7 +456,13 @@ class QuarantineWriter:
         if not records:
             return
         with self._lock:
-            self._write(records)
+            try:
+                self._write(records)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot write the quarantine file {self.path} ({exc}); free disk space "
+                    "or fix the folder's permissions, then run again"
+                ) from exc
 
     def _write(self, records: list[QuarantineRecord]) -> None:
         if self._fh is None:
