@@ -147,3 +147,48 @@ def test_bench_help_comes_from_the_benchmark() -> None:
     result = runner.invoke(app, ["bench", "--help"])
     assert result.exit_code == 0
     assert "--backends" in result.stdout and "--rounds" in result.stdout
+
+
+# Runs the CLI with a fake embedder that sends this process SIGTERM while it embeds the second
+# window, as ``docker stop`` would in the middle of a run.
+_TERMINATED_RUN = """
+import os, signal, sys
+import embedops.processor
+from embedops.cli import app
+from tests.fakes import FakeEmbedder
+
+class Stopped(FakeEmbedder):
+    def embed(self, texts):
+        first = int(os.environ["KILL_FROM"])  # the first item of the window that stops
+        if first >= 0 and any(int(t.split()[-1]) >= first for t in texts):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().embed(texts)
+
+fake = Stopped()
+embedops.processor.load_embedder = lambda *args, **kwargs: fake
+sys.argv = ["embedops", *sys.argv[1:]]
+app()
+"""
+
+
+def test_sigterm_stops_a_run_cleanly_and_keeps_the_rows_embedded(tmp_path: Path) -> None:
+    """SIGTERM in the middle of a run exits 143 with one line, after committing the rows
+    embedded so far (the first window, 4,096 rows, gathered and not yet committed); the re-run
+    skips exactly those. Without the handler the process dies at once and stores nothing."""
+    import os
+    import subprocess
+    import sys
+
+    source = tmp_path / "items.csv"
+    source.write_text("sku,title\n" + "".join(f"S{i},item number {i}\n" for i in range(6000)))
+    store = tmp_path / "store"
+    args = [sys.executable, "-c", _TERMINATED_RUN, *_embed(source, store, "--id-field", "sku")]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "KILL_FROM": "4096"}  # the second window
+    stopped = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 143, stopped.stderr
+    assert stopped.stderr.strip().splitlines()[-1] == "terminated"
+    env["KILL_FROM"] = "-1"
+    again = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "6,000 read: 1,904 embedded, 4,096 unchanged" in again.stdout

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -76,8 +78,20 @@ def _settings(
         raise ConfigError(f"invalid setting: {problems}") from exc
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``docker stop``, ``kill``), raised in the main thread so that a run stops as
+    it does on Ctrl-C: the rows embedded so far are committed, and a re-run skips them."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def _guard(action: Callable[[], T]) -> T:
-    """Run a command body; turn embedops errors into one line and an exit code."""
+    """Run a command body; turn embedops errors into one line and an exit code, and Ctrl-C
+    or SIGTERM into a clean stop (exit 130 or 143)."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main else None
     try:
         return action()
     except EmbedopsError as exc:
@@ -85,9 +99,15 @@ def _guard(action: Callable[[], T]) -> T:
             raise
         err.print(f"error: {exc}", highlight=False, markup=False, style="red")
         raise typer.Exit(exc.exit_code) from None
+    except _Terminated:
+        err.print("terminated")
+        raise typer.Exit(143) from None
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(130) from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 @app.callback()
