@@ -324,48 +324,6 @@ def test_a_backend_returning_the_wrong_shape_is_a_model_error(
         processor.process(source, collection="c", id_field="id", text_field="text")
 
 
-def test_writer_gathers_new_rows_into_few_commits(tmp_path: Path) -> None:
-    """New rows are committed ``commit_rows`` at a time (and on ``flush``), the first commit
-    creating the table; a replace commits the gathered rows first; a new table stores its
-    hashes with zstd."""
-    from embedops.store import VectorStore
-
-    store = VectorStore(tmp_path / "s")
-    writer = store.writer("c", "m-1", 4)
-    writer.commit_rows = 250
-
-    def write(ids: list[str], replace: set[str] | None = None) -> None:
-        writer.write(
-            ids=ids,
-            vectors=np.ones((len(ids), 4), dtype=np.float32),
-            texts=[f"text {i}" for i in ids],
-            hashes=[f"h{i}" for i in ids],
-            metadata={},
-            replace=replace or set(),
-        )
-
-    def stored() -> int:
-        return int(writer._table.count_rows())
-
-    write([str(i) for i in range(100)])
-    write([str(i) for i in range(100, 200)])
-    assert writer._table is None  # 200 gathered, no table yet
-    write([str(i) for i in range(200, 300)])  # 300 >= 250: one commit creates the table
-    assert stored() == 300
-    assert writer._table.schema.field("content_hash").metadata == {
-        b"lance-encoding:compression": b"zstd"
-    }
-    version = writer._table.version
-    write(["300"])
-    write(["0", "301"], replace={"0"})  # commits "300" first, then replaces "0"
-    assert stored() == 301 and writer._pending_rows == 1
-    writer.flush()
-    assert stored() == 302
-    assert writer._table.version == version + 3  # "300", the replace, "301"
-    writer.flush()  # nothing gathered: no commit
-    assert writer._table.version == version + 3
-
-
 def test_kept_fields_take_their_type_from_all_rows_of_the_first_commit(
     tmp_path: Path, fake: FakeEmbedder
 ) -> None:

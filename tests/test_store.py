@@ -1,4 +1,5 @@
-"""The store's writer against real LanceDB tables: what a failed write leaves, and its errors."""
+"""The store's writer against real LanceDB tables: its commits, what a failed write leaves, and
+its errors."""
 
 from __future__ import annotations
 
@@ -12,15 +13,44 @@ from embedops.errors import CollectionNotFound, StoreError
 from embedops.store import VectorStore, Writer
 
 
-def _write(writer: Writer, ids: list[str]) -> None:
+def _write(writer: Writer, ids: list[str], replace: set[str] | None = None) -> None:
     writer.write(
         ids=ids,
         vectors=np.ones((len(ids), 4), dtype=np.float32),
         texts=[f"text {i}" for i in ids],
         hashes=[f"h{i}" for i in ids],
         metadata={},
-        replace=set(),
+        replace=replace or set(),
     )
+
+
+def test_writer_gathers_new_rows_into_few_commits(tmp_path: Path) -> None:
+    """New rows are committed ``commit_rows`` at a time (and on ``flush``), the first commit
+    creating the table; a replace commits the gathered rows first; a new table stores its
+    hashes with zstd."""
+    writer = VectorStore(tmp_path / "s").writer("c", "m-1", 4)
+    writer.commit_rows = 250
+
+    def stored() -> int:
+        return int(writer._table.count_rows())
+
+    _write(writer, [str(i) for i in range(100)])
+    _write(writer, [str(i) for i in range(100, 200)])
+    assert writer._table is None  # 200 gathered, no table yet
+    _write(writer, [str(i) for i in range(200, 300)])  # 300 >= 250: one commit creates it
+    assert stored() == 300
+    assert writer._table.schema.field("content_hash").metadata == {
+        b"lance-encoding:compression": b"zstd"
+    }
+    version = writer._table.version
+    _write(writer, ["300"])
+    _write(writer, ["0", "301"], replace={"0"})  # commits "300" first, then replaces "0"
+    assert stored() == 301 and writer._pending_rows == 1
+    writer.flush()
+    assert stored() == 302
+    assert writer._table.version == version + 3  # "300", the replace, "301"
+    writer.flush()  # nothing gathered: no commit
+    assert writer._table.version == version + 3
 
 
 def test_a_write_the_disk_refuses_is_a_store_error_naming_the_table(tmp_path: Path) -> None:
