@@ -155,8 +155,10 @@ def test_queries(tmp_path: Path, processor: EmbeddingProcessor) -> None:
         processor.vectors("q", ["1", "nope"])
     with pytest.raises(CollectionNotFound, match="embed a file into it first"):
         processor.search("other", "x")
-    with pytest.raises(ConfigError, match="k must be at least 1"):
+    with pytest.raises(ConfigError, match="k must be between 1 and 2,147,483,647, got 0"):
         processor.search("q", "x", k=0)
+    with pytest.raises(ConfigError, match="got 9223372036854775807"):  # not an OverflowError
+        processor.most_similar("q", item_id="1", k=2**63 - 1)
 
 
 def test_embed_and_similarity(processor: EmbeddingProcessor) -> None:
@@ -398,3 +400,49 @@ def test_a_quarantine_file_that_cannot_be_written_is_a_store_error(
     (processor.store.path / "quarantine").write_text("a file where the folder goes")
     with pytest.raises(StoreError, match=r"cannot write the quarantine file .*quarantine/items-"):
         processor.process(src, collection="items", id_field="id", text_field="text")
+
+
+def test_names_that_cannot_be_stored_are_refused_before_any_work(
+    tmp_path: Path, processor: EmbeddingProcessor, fake: FakeEmbedder
+) -> None:
+    """LanceDB's own columns (``_distance`` made the collection unsearchable), dotted names, a
+    string for ``keep``, a collection name ending in '-', non-text items for ``embed``."""
+    src = _write_jsonl(tmp_path / "items.jsonl", _items(3))
+    for keep, message in (
+        (["_distance"], r"cannot store the field\(s\) \['_distance'\]"),
+        (["a.b"], r"cannot store the field\(s\) \['a.b'\]"),
+        (["vector"], "reserved column"),
+        ("cat", r"keep takes a list of field names, e.g. keep=\['cat'\]"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            processor.process(src, collection="c", id_field="id", text_field="text", keep=keep)
+    with pytest.raises(ConfigError, match="collection name 'c-' is not allowed"):
+        processor.process(src, collection="c-", id_field="id", text_field="text")
+    assert fake.calls == []
+    with pytest.raises(ConfigError, match="item 1 is NoneType"):
+        processor.embed(["fine", None])  # type: ignore[list-item]
+
+
+def test_texts_the_model_gives_a_zero_vector_are_quarantined(tmp_path: Path) -> None:
+    """A static model gives a zero vector for a text none of whose tokens it knows (emoji
+    only). Such rows go to quarantine as ``embed_failed``, not into the store, where they would
+    match nothing; a window of only such texts does not stop the run."""
+
+    class Zeros(FakeEmbedder):
+        def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+            vectors = super().embed(texts)
+            vectors[[i for i, t in enumerate(texts) if t.startswith("emoji")]] = 0.0
+            return vectors
+
+    rows = [*_items(6), {"id": "e1", "text": "emoji one"}, {"id": "e2", "text": "emoji two"}]
+    src = _write_jsonl(tmp_path / "items.jsonl", rows)
+    only = _write_jsonl(tmp_path / "only.jsonl", rows[6:])
+    with EmbeddingProcessor(store=tmp_path / "s", embedder=Zeros()) as processor:
+        report = processor.process(src, collection="c", id_field="id", text_field="text")
+        assert (report.read, report.embedded, report.quarantined) == (8, 6, 2)
+        assert report.reasons == {"embed_failed": 2}
+        assert processor.store.collection("c", processor.model_version).count() == 6
+        lines = Path(str(report.quarantine_path)).read_text().splitlines()
+        assert all("zero vector" in json.loads(line)["detail"] for line in lines)
+        again = processor.process(only, collection="d", id_field="id", text_field="text")
+        assert (again.read, again.embedded, again.quarantined) == (2, 0, 2)

@@ -100,3 +100,10 @@ def test_empty_csv_and_not_parquet(tmp_path: Path) -> None:
     fake.write_text("id,text\n1,a\n")
     with pytest.raises(InvalidFormat, match="not a readable Parquet file"):
         open_source(fake)
+
+
+def test_columns_that_name_a_field_twice_are_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "x.tsv"
+    path.write_text("1\tred\tshoe\n")
+    with pytest.raises(ConfigError, match=r"--columns names a field more than once: \['a'\]"):
+        open_source(path, columns=["a", "a", "b"])

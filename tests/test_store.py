@@ -85,3 +85,40 @@ def test_a_table_folder_with_no_committed_version_counts_as_no_table(tmp_path: P
     _write(writer, ["a", "b", "c"])
     writer.flush()
     assert store.collection("c", "m-1").count() == 3
+
+
+def test_a_lock_file_that_cannot_be_opened_is_a_store_error(tmp_path: Path) -> None:
+    store = VectorStore(tmp_path / "s")
+    (tmp_path / "s" / ".c--m-1.lock").mkdir()  # a folder where the lock file goes
+    with (
+        pytest.raises(StoreError, match=r"cannot open the lock file .*\.c--m-1\.lock"),
+        store.writer("c", "m-1", 4).lock(),
+    ):
+        pass
+
+
+def test_a_kept_field_that_mixes_types_names_the_field_and_the_row(tmp_path: Path) -> None:
+    """Within one write and against the table's column type, the error names the field and
+    the id of the first row that does not fit (not Arrow's message alone)."""
+    writer = VectorStore(tmp_path / "s").writer("c", "m-1", 4)
+
+    def write(ids: list[str], prices: list[object]) -> None:
+        writer.write(
+            ids=ids,
+            vectors=np.ones((len(ids), 4), dtype=np.float32),
+            texts=ids,
+            hashes=ids,
+            metadata={"price": prices},
+            replace=set(),
+        )
+
+    with pytest.raises(
+        StoreError, match=r"kept field 'price' mixes types: row id 'c' holds str 'n/a' where"
+    ):
+        write(["a", "b", "c"], [1, None, "n/a"])
+    write(["a", "b"], [1, 2])
+    writer.flush()
+    with pytest.raises(
+        StoreError, match=r"kept field 'price': row id 'e' holds 'n/a', which does not fit .*int64"
+    ):
+        write(["d", "e"], [None, "n/a"])

@@ -135,6 +135,8 @@ class Window:
 
 
 _DONE = object()
+# Why a text whose vector is zero is quarantined (a static model knows none of its tokens).
+ZERO_VECTOR = "the model returned a zero vector (it knows no token of the text)"
 
 
 class Prefetch(Generic[T]):
@@ -422,9 +424,9 @@ class Run:
                 failed[keys[batch[j]]] = error
             done += len(batch)
             self._tick(in_flight=done)
-        if len(failed) == len(keys) and len(keys) > 1:
-            sample = next(iter(failed.values()))
-            raise ModelError(f"the model failed on every text of a batch ({sample})")
+        real = [e for e in failed.values() if e != ZERO_VECTOR]  # zero vectors: the texts
+        if len(real) == len(keys) > 1:
+            raise ModelError(f"the model failed on every text of a batch ({real[0]})")
         good = (
             [i for i, key in enumerate(keys) if key not in failed] if failed else range(len(keys))
         )
@@ -458,12 +460,19 @@ class Run:
                 f"the model returned an array of shape {matrix.shape} for {len(texts)} texts "
                 f"(expected ({len(texts)}, {self.embedder.spec.dim})); check the backend"
             )
-        bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+        finite = np.asarray(np.isfinite(matrix).all(axis=1))
+        # A zero vector: a static model knows no token of the text (emoji only, say). Stored,
+        # it would match nothing and count as embedded.
+        zero = ~matrix.any(axis=1)
+        bad = np.flatnonzero(~finite | zero)
         if not bad.size:
             return matrix, {}
         matrix = matrix.copy()
         matrix[bad] = 0.0
-        return matrix, {int(i): "the model returned a non-finite vector" for i in bad}
+        return matrix, {
+            int(i): "the model returned a non-finite vector" if not finite[i] else ZERO_VECTOR
+            for i in bad
+        }
 
     def _halves(self, texts: Sequence[str]) -> tuple[NDArray[np.float32], dict[int, str]]:
         mid = len(texts) // 2

@@ -21,7 +21,7 @@ from embedops.models.loader import BACKENDS, backend_of, load_embedder
 from embedops.models.processes import ProcessPoolEmbedder
 from embedops.pipeline import Progress, Run, RunOptions, RunReport, quarantine_path
 from embedops.sources import open_source
-from embedops.store import SYSTEM_COLUMNS, Collection, VectorStore, check_collection_name
+from embedops.store import Collection, VectorStore, check_collection_name, check_kept_names
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +187,9 @@ class EmbeddingProcessor:
         check_collection_name(collection)
         if text_field is None and template is None:
             raise ConfigError("give --text-field or --template to say where the text is")
+        if isinstance(keep, str):
+            raise ConfigError(f"keep takes a list of field names, e.g. keep=[{keep!r}]")
+        check_kept_names(keep)
         spec = FieldSpec(
             text_field=text_field, template=template, id_field=id_field, keep=tuple(keep)
         )
@@ -197,9 +200,6 @@ class EmbeddingProcessor:
             rows=self.settings.read_rows,
         )
         spec.check(opened.fields, opened.path)
-        reserved = sorted(set(spec.keep) & set(SYSTEM_COLUMNS))
-        if reserved:
-            raise ConfigError(f"--keep cannot name the reserved column(s) {reserved}; rename them")
         embedder = self.embedder
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         report = RunReport(
@@ -241,14 +241,18 @@ class EmbeddingProcessor:
         """Embed texts with the active model (no cleaning).
 
         Returns:
-            float32 array of shape ``(len(texts), dim)``, each row L2-normalised.
+            float32 array of shape ``(len(texts), dim)``, each row L2-normalised (with the
+            static backend, a text none of whose tokens the model knows, such as emoji
+            only, gets a zero row; ``process`` quarantines such rows).
         """
         if isinstance(texts, str):
             raise ConfigError("embed() takes a list of texts; wrap a single text in a list")
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ConfigError(f"embed() takes texts; item {i} is {type(text).__name__}")
         max_rows = 1024 if self.batch_tokens is not None else 8192
-        return embed_in_batches(
-            self.embedder, list(texts), self.batch_tokens, max_rows, self.workers
-        )
+        return embed_in_batches(self.embedder, texts, self.batch_tokens, max_rows, self.workers)
 
     def similarity(self, a: str, b: str) -> float:
         """Cosine similarity of two texts."""
@@ -291,6 +295,9 @@ class EmbeddingProcessor:
         return table.nearest(self.embed([text])[0], k)
 
 
+MAX_K = 2**31 - 1  # LanceDB takes the limit as a 32-bit integer
+
+
 def _check_k(k: int) -> None:
-    if k < 1:
-        raise ConfigError(f"k must be at least 1, got {k}")
+    if not 1 <= k <= MAX_K:
+        raise ConfigError(f"k must be between 1 and {MAX_K:,}, got {k}")

@@ -257,6 +257,9 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
     quote = fmt is SourceFormat.CSV
     if columns:
         names = list(columns)
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"--columns names a field more than once: {dupes}; name each once")
         skip = 0
     else:
         names = _read_header(path, delimiter, quote)

@@ -24,7 +24,7 @@ from embedops.errors import CollectionNotFound, ConfigError, ItemNotFound, Store
 
 logger = logging.getLogger(__name__)
 
-_COLLECTION = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.]|-(?!-))*$")
+_COLLECTION = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.]|-(?!-|$))*$")
 SYSTEM_COLUMNS = ("id", "vector", "text", "content_hash", "model_version", "updated_at")
 # New rows gathered before one commit (see ``Writer``).
 COMMIT_ROWS = 16_384
@@ -40,9 +40,24 @@ def check_collection_name(name: str) -> str:
     if not _COLLECTION.match(name) or len(name) > 100:
         raise ConfigError(
             f"collection name {name!r} is not allowed; use letters, digits, '_', '.', and "
-            "single '-' (up to 100 characters, starting with a letter or digit)"
+            "single '-' inside (up to 100 characters, starting with a letter or digit)"
         )
     return name
+
+
+def check_kept_names(names: Sequence[str]) -> None:
+    """Raise ``ConfigError`` unless every name in ``names`` can be a metadata column: not a
+    system column, not one of LanceDB's own (``_distance``, ``_rowid``: they start with '_'),
+    and without '.', which LanceDB reads as a nested field."""
+    reserved = sorted(set(names) & set(SYSTEM_COLUMNS))
+    if reserved:
+        raise ConfigError(f"--keep cannot name the reserved column(s) {reserved}; rename them")
+    bad = [n for n in names if n.startswith("_") or "." in n or not n]
+    if bad:
+        raise ConfigError(
+            f"--keep cannot store the field(s) {bad}: a stored field name must not be empty, "
+            "start with '_' (LanceDB's own columns) or contain '.'; rename them in the input"
+        )
 
 
 def _quote(value: str) -> str:
@@ -232,7 +247,14 @@ class Writer:
     def lock(self) -> Iterator[None]:
         """Hold the table's exclusive writer lock; fail at once if another process has it."""
         path = self.store.path / f".{self.name}.lock"
-        with path.open("w") as fh:
+        try:
+            fh = path.open("w")
+        except OSError as exc:
+            raise StoreError(
+                f"cannot open the lock file {path} ({exc}); check that the store folder "
+                f"{self.store.path} is writable"
+            ) from exc
+        with fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
@@ -272,10 +294,10 @@ class Writer:
                 "updated_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), len(ids)),
             }
             for name, values in metadata.items():
-                columns[name] = pa.array(values)
+                columns[name] = _kept_column(name, values, ids)
             data = pa.table(columns)
             if self._table is not None:
-                data = data.cast(self._table.schema)
+                data = _cast(data, self._table.schema, ids)
             mask = np.array([i in replace for i in ids], dtype=bool) if replace else None
             if mask is None or not mask.any():
                 self._gather(data)
@@ -321,18 +343,77 @@ class Writer:
             self.flush()
 
     def _misfit(self, exc: Exception) -> StoreError:
-        columns = self._table.schema if self._table is not None else "none yet"
+        if self._table is None:
+            columns = "none yet"
+        else:
+            columns = ", ".join(f"{f.name}: {f.type}" for f in self._table.schema)
+        message = " ".join(str(exc).split())
         return StoreError(
             f"rows do not fit table {self.name} (its columns: {columns}); "
-            f"keep the same fields with the same types, or use a new collection ({exc})"
+            f"keep the same fields with the same types, or use a new collection ({message})"
         )
 
     def _unwritable(self, exc: Exception) -> StoreError:
+        message = " ".join(str(exc).split())
+        if isinstance(exc, OSError) or "LanceError(IO)" in message:
+            advice = "free disk space or fix the folder's permissions, then run again"
+        else:
+            advice = "check the input's field names and types"
         return StoreError(
-            f"cannot write table {self.name} in store {self.store.path} ({exc}); free disk "
-            "space or fix the directory's permissions, then run again (rows committed "
-            "before are kept and skipped)"
+            f"cannot write table {self.name} in store {self.store.path} ({message}); {advice} "
+            "(rows committed before are kept, and a re-run skips them)"
         )
+
+
+def _kept_column(name: str, values: list[Any], ids: list[str]) -> pa.Array:
+    """The Arrow column of kept field ``name``; a ``StoreError`` naming the field and the first
+    row whose value has another type than the first value's, when the values mix types."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        kinds = [(i, type(v)) for i, v in enumerate(values) if v is not None]
+        first = kinds[0][1] if kinds else type(None)
+        odd = next((i for i, kind in kinds if kind is not first), None)
+        where = (
+            f"row id {ids[odd]!r} holds {type(values[odd]).__name__} {values[odd]!r} where "
+            f"earlier rows hold {first.__name__}"
+            if odd is not None
+            else " ".join(str(exc).split())
+        )
+        raise StoreError(
+            f"kept field {name!r} mixes types: {where}; give the field one type in the input "
+            "(e.g. leave it empty instead of 'n/a'), or do not keep it"
+        ) from exc
+
+
+def _cast(data: pa.Table, schema: pa.Schema, ids: list[str]) -> pa.Table:
+    """``data`` with the table's column types; a ``StoreError`` naming the field and the first
+    row whose value does not fit its column's type (other misfits raise as they are)."""
+    try:
+        return data.cast(schema)
+    except _ARROW_ERRORS:
+        for field in schema:
+            if field.name not in data.column_names:
+                continue
+            column = data.column(field.name)
+            if column.type == field.type or _casts(column, field.type):
+                continue
+            for i, value in enumerate(column.to_pylist()):
+                if not _casts(pa.array([value], column.type), field.type):
+                    raise StoreError(
+                        f"kept field {field.name!r}: row id {ids[i]!r} holds {value!r}, which "
+                        f"does not fit the table's column type {field.type}; give the field "
+                        "one type in the input, or embed into a new collection"
+                    ) from None
+        raise
+
+
+def _casts(values: pa.Array | pa.ChunkedArray, to: pa.DataType) -> bool:
+    try:
+        values.cast(to)
+    except _ARROW_ERRORS:
+        return False
+    return True
 
 
 def _as_new_table(data: pa.Table) -> pa.Table:
