@@ -107,3 +107,33 @@ def test_columns_that_name_a_field_twice_are_a_config_error(tmp_path: Path) -> N
     path.write_text("1\tred\tshoe\n")
     with pytest.raises(ConfigError, match=r"--columns names a field more than once: \['a'\]"):
         open_source(path, columns=["a", "a", "b"])
+
+
+def test_a_quote_that_is_never_closed_is_refused_with_its_line(tmp_path: Path) -> None:
+    """pyarrow reads a stray quote's value to the end of the file (990 rows silently became
+    one text); the reader refuses the file and names the line where the quote opens."""
+    path = tmp_path / "stray.csv"
+    rows = [f"{i},row {i} text" for i in range(1, 1001)]
+    rows[9] = '10,"row 10 starts a quote that never ends'
+    path.write_text("id,text\n" + "\n".join(rows) + "\n")
+    with pytest.raises(InvalidFormat, match=r"stray.csv line 11: a quoted value opens here and"):
+        _rows(path, "text")
+    short = tmp_path / "short.csv"
+    short.write_text('id,text\n1,"unterminated\n2,ok\n')
+    with pytest.raises(InvalidFormat, match=r"short.csv line 2: .* is never closed"):
+        _rows(short, "text", rows=1)
+    merged = tmp_path / "merged.csv"
+    merged.write_text('id,text\n1,a\n2,"stray start\n3,b\n4,a "quoted" word\n5,c\n')
+    with pytest.raises(InvalidFormat, match=r"merged.csv line 3: .* closes before text"):
+        _rows(merged, "text")
+
+
+def test_quotes_that_close_are_read_as_before(tmp_path: Path) -> None:
+    """Quoted newlines, doubled quotes, a quote inside an unquoted value, an empty quoted
+    value, a BOM, CRLF and a last value closed at the very end of the file."""
+    path = tmp_path / "ok.csv"
+    path.write_bytes(
+        b'\xef\xbb\xbf"id","text"\r\n1,"two\r\nlines"\r\n2,12" pizza\r\n3,"say ""hi"""\r\n'
+        b'4,""\r\n5,"last"'
+    )
+    assert _rows(path, "text") == ["two\r\nlines", '12" pizza', 'say "hi"', "", "last"]

@@ -26,6 +26,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from embedops.errors import ConfigError, InvalidFormat, SourceNotFound
+from embedops.quotes import QuoteTracker
 
 
 class SourceFormat(StrEnum):
@@ -204,11 +205,14 @@ def _open_parquet(path: Path, rows: int) -> Source:
 
 
 class _CountingReader(io.RawIOBase):
-    """A binary file wrapper that counts the bytes handed out, for progress bars."""
+    """A binary file wrapper that counts the bytes handed out, for progress bars, and shows
+    them to ``tracker`` (if any)."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: IO[bytes], tracker: QuoteTracker | None = None) -> None:
         self._raw = raw
+        self._tracker = tracker
         self.count = 0
+        self.at_end = False
 
     def readable(self) -> bool:
         return True
@@ -218,6 +222,9 @@ class _CountingReader(io.RawIOBase):
         n = len(data)
         buffer[:n] = data
         self.count += n
+        if self._tracker is not None:
+            self._tracker.feed(data)
+        self.at_end = self.at_end or n == 0
         return n
 
     def close(self) -> None:
@@ -289,9 +296,23 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
         quoted_strings_can_be_null=False,
         null_values=[],
     )
-    raw = _CountingReader(path.open("rb"))
+    tracker = QuoteTracker(delimiter) if quote else None
+    raw = _CountingReader(path.open("rb"), tracker)
+
+    def unclosed(why: str, at: int | None = None) -> InvalidFormat:
+        assert tracker is not None
+        line = _line_of(path, tracker.opened_at if at is None else at)
+        return InvalidFormat(
+            f"{path} line {line}: a quoted value opens here and {why}; close the quote, or "
+            'double a quote that is part of the text (""), then run again'
+        )
 
     def explain(exc: Exception) -> InvalidFormat:
+        if tracker is not None and tracker.unclosed and "straddl" in str(exc):
+            return unclosed(
+                f"is not closed within {read_options.block_size >> 20 or 1} MB (a stray "
+                "quote, or a value too long to read)"
+            )
         if bad_rows:
             row = bad_rows[-1]
             where = f" line {row.number}" if row.number is not None else ""
@@ -323,6 +344,16 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
                     return
                 except pa.ArrowInvalid as exc:
                     raise explain(exc) from exc
+                if tracker is not None and tracker.malformed_at >= 0:
+                    # pyarrow merges the rows up to the next quote into that value, silently.
+                    raise unclosed(
+                        "closes before text that is not a delimiter (a stray quote? the rows "
+                        "up to that quote would become one value)",
+                        tracker.malformed_at,
+                    )
+                if raw.at_end and tracker is not None and tracker.unclosed:
+                    # pyarrow read the rest of the file into that value, silently.
+                    raise unclosed("is never closed (the rest of the file would be read into it)")
                 for start in range(0, block.num_rows, rows):
                     batch = block.slice(start, rows)
                     yield SourceBatch(batch, first, CellEncoding.UTF8_BYTES, raw.count)
@@ -331,6 +362,19 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
             raw.close()
 
     return Source(path, fmt, names, path.stat().st_size, "bytes", batches())
+
+
+def _line_of(path: Path, offset: int) -> int:
+    """The 1-based line of ``path`` that byte ``offset`` is on."""
+    line, done = 1, 0
+    with path.open("rb") as fh:
+        while done < offset:
+            chunk = fh.read(min(1 << 20, offset - done))
+            if not chunk:
+                break
+            line += chunk.count(b"\n")
+            done += len(chunk)
+    return line
 
 
 def _open_jsonl(path: Path, rows: int) -> Source:

@@ -1,0 +1,90 @@
+"""``QuoteTracker``: follows CSV quoting over a file's bytes, to tell whether it ends inside a
+quoted value.
+
+pyarrow's CSV reader (with newlines allowed in values, as CSV needs) reads a quote that is never
+closed to the end of the file: every row after a stray quote silently becomes part of one value.
+The tracker reads the same bytes as the parser, block by block, with the same rules (RFC 4180:
+a quote opens a value only at the start of a field; inside, ``""`` is a quote and a single ``"``
+closes), so the reader can refuse such a file instead of losing rows.
+"""
+
+from __future__ import annotations
+
+import re
+
+_QUOTE = 0x22  # '"'
+_BOM = b"\xef\xbb\xbf"
+
+
+class QuoteTracker:
+    """Feed it a file's bytes in order. ``unclosed`` says whether they end inside a quoted
+    value, and ``opened_at`` where the last value that did not close in its block opened;
+    ``malformed_at`` where the first quoted value opened whose closing quote is followed by
+    text instead of a delimiter or line break (byte offsets; -1: none)."""
+
+    def __init__(self, delimiter: str) -> None:
+        separators = rb"[" + re.escape(delimiter.encode()) + rb"\r\n]"
+        # Everything outside quoted values, and whole quoted values that close before the
+        # block ends, in one match: runs without quotes, quotes inside a field (literal), and
+        # quoted values followed by a separator (a closing quote at the block's end may be the
+        # first half of '""'). It stops at a quote that opens a value it cannot finish so.
+        self._outside = re.compile(
+            rb'(?:[^"]++|(?<!' + separators + rb')"|"(?:[^"]++|"")*+"(?=' + separators + rb"))*+"
+        )
+        self._separators = set(delimiter.encode() + b"\r\n")
+        self._inside = False
+        self._quote_ends_block = False  # inside, and the last block ended with a quote
+        self._last = b"\n"  # the byte before the block (a field starts after it)
+        self._offset = 0  # bytes fed so far
+        self.opened_at = -1
+        self.malformed_at = -1  # where the first quoted value with text after its close opened
+
+    @property
+    def unclosed(self) -> bool:
+        # A quote that ends the file closes its value.
+        return self._inside and not self._quote_ends_block
+
+    def feed(self, data: bytes) -> None:
+        if self._offset == 0 and data.startswith(_BOM):
+            self._offset, data = len(_BOM), data[len(_BOM) :]
+        if not data:
+            return
+        # The previous byte goes first, so that the pattern sees whether a field starts.
+        block = self._last + data
+        start, end = 1, len(block)
+        if self._quote_ends_block:
+            self._quote_ends_block = False
+            if block[1] == _QUOTE:
+                start = 2  # '""': a quote inside the value
+            else:
+                self._closed(block[1])
+        while start < end:
+            if self._inside:
+                found = block.find(b'"', start)
+                if found < 0:
+                    break
+                if found + 1 == end:
+                    self._quote_ends_block = True
+                    break
+                if block[found + 1] == _QUOTE:
+                    start = found + 2
+                    continue
+                self._closed(block[found + 1])
+                start = found + 1
+                continue
+            match = self._outside.match(block, start)
+            assert match is not None  # the pattern matches the empty string
+            start = match.end()
+            if start < end:  # a quote that opens a value this block does not finish
+                self._inside = True
+                self.opened_at = self._offset + start - 1
+                start += 1
+        self._last = block[-1:]
+        self._offset += len(data)
+
+    def _closed(self, after: int) -> None:
+        """The quoted value closed; ``after`` is the byte that follows its closing quote."""
+        self._inside = False
+        if after not in self._separators and self.malformed_at < 0:
+            # '"a stray quote ... "quoted" word': the parser would merge the rows between.
+            self.malformed_at = self.opened_at
