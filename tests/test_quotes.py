@@ -65,6 +65,7 @@ def test_it_agrees_with_python_csv_on_where_a_file_ends() -> None:
         ('1,""\n2,"', True, 7, -1),
         ('1,"x"', False, 2, -1),
         ('1,a\n2,"stray start\n3,b\n4,a "quoted" word\n5,c\n', False, 6, 6),
+        ('1,"Best" seller\n2,"two\nlines" x\n', False, 18, 18),  # only a value across lines
     ],
 )
 def test_cases(text: str, unclosed: bool, opened_at: int, malformed_at: int) -> None:

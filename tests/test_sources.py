@@ -130,10 +130,12 @@ def test_a_quote_that_is_never_closed_is_refused_with_its_line(tmp_path: Path) -
 
 def test_quotes_that_close_are_read_as_before(tmp_path: Path) -> None:
     """Quoted newlines, doubled quotes, a quote inside an unquoted value, an empty quoted
-    value, a BOM, CRLF and a last value closed at the very end of the file."""
+    value, text after a quoted word on one line (read as pyarrow and Python's csv read it), a
+    BOM, CRLF and a last value closed at the very end of the file."""
     path = tmp_path / "ok.csv"
     path.write_bytes(
         b'\xef\xbb\xbf"id","text"\r\n1,"two\r\nlines"\r\n2,12" pizza\r\n3,"say ""hi"""\r\n'
-        b'4,""\r\n5,"last"'
+        b'4,""\r\n5,"Best" seller\r\n6,"last"'
     )
-    assert _rows(path, "text") == ["two\r\nlines", '12" pizza', 'say "hi"', "", "last"]
+    texts = ["two\r\nlines", '12" pizza', 'say "hi"', "", "Best seller", "last"]
+    assert _rows(path, "text") == texts

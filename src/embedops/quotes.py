@@ -19,8 +19,8 @@ _BOM = b"\xef\xbb\xbf"
 class QuoteTracker:
     """Feed it a file's bytes in order. ``unclosed`` says whether they end inside a quoted
     value, and ``opened_at`` where the last value that did not close in its block opened;
-    ``malformed_at`` where the first quoted value opened whose closing quote is followed by
-    text instead of a delimiter or line break (byte offsets; -1: none)."""
+    ``malformed_at`` where the first quoted value opened that spans lines and whose closing
+    quote is followed by text instead of a delimiter or line break (byte offsets; -1: none)."""
 
     def __init__(self, delimiter: str) -> None:
         separators = rb"[" + re.escape(delimiter.encode()) + rb"\r\n]"
@@ -33,6 +33,7 @@ class QuoteTracker:
         )
         self._separators = set(delimiter.encode() + b"\r\n")
         self._inside = False
+        self._spans_lines = False  # inside, and the value holds a line break
         self._quote_ends_block = False  # inside, and the last block ended with a quote
         self._last = b"\n"  # the byte before the block (a field starts after it)
         self._offset = 0  # bytes fed so far
@@ -61,6 +62,11 @@ class QuoteTracker:
         while start < end:
             if self._inside:
                 found = block.find(b'"', start)
+                stop = end if found < 0 else found
+                if not self._spans_lines:
+                    self._spans_lines = (
+                        block.find(b"\n", start, stop) >= 0 or block.find(b"\r", start, stop) >= 0
+                    )
                 if found < 0:
                     break
                 if found + 1 == end:
@@ -77,6 +83,7 @@ class QuoteTracker:
             start = match.end()
             if start < end:  # a quote that opens a value this block does not finish
                 self._inside = True
+                self._spans_lines = False
                 self.opened_at = self._offset + start - 1
                 start += 1
         self._last = block[-1:]
@@ -85,6 +92,7 @@ class QuoteTracker:
     def _closed(self, after: int) -> None:
         """The quoted value closed; ``after`` is the byte that follows its closing quote."""
         self._inside = False
-        if after not in self._separators and self.malformed_at < 0:
+        if after not in self._separators and self._spans_lines and self.malformed_at < 0:
             # '"a stray quote ... "quoted" word': the parser would merge the rows between.
+            # ('"Best" seller' on one line is read as 'Best seller', as Python's csv does.)
             self.malformed_at = self.opened_at
