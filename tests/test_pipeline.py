@@ -446,3 +446,25 @@ def test_texts_the_model_gives_a_zero_vector_are_quarantined(tmp_path: Path) -> 
         assert all("zero vector" in json.loads(line)["detail"] for line in lines)
         again = processor.process(only, collection="d", id_field="id", text_field="text")
         assert (again.read, again.embedded, again.quarantined) == (2, 0, 2)
+
+
+def test_a_jsonl_field_first_seen_after_the_first_records_can_be_kept(
+    tmp_path: Path, fake: FakeEmbedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JSONL has no header: a kept field that the first read batch lacks is stored where it
+    appears (with a warning), not refused as missing from the input."""
+    rows = _items(30)
+    for row in rows:
+        if int(str(row["id"])) < 20:
+            del row["cat"]
+    src = _write_jsonl(tmp_path / "late.jsonl", rows)
+    settings = Settings(store=tmp_path / "s", read_rows=10)
+    with EmbeddingProcessor(settings=settings, embedder=fake) as processor:
+        report = processor.process(
+            src, collection="c", id_field="id", text_field="text", keep=["cat"]
+        )
+        assert (report.read, report.embedded) == (30, 30)
+        data = processor.store.collection("c", fake.spec.version)._table.to_arrow()
+        cats = dict(zip(data.column("id").to_pylist(), data.column("cat").to_pylist(), strict=True))
+        assert cats["0"] is None and cats["25"] == "c1"
+    assert "keep field 'cat' is not in the first records" in caplog.text

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import logging
 import math
 import re
 import string
@@ -25,6 +26,8 @@ from typing import IO, Any, NamedTuple
 
 from embedops.errors import ConfigError, MissingField, StoreError
 from embedops.sources import SourceBatch
+
+logger = logging.getLogger(__name__)
 
 
 class Reason(StrEnum):
@@ -85,13 +88,25 @@ class FieldSpec:
     def text_fields(self) -> tuple[str, ...]:
         return (self.text_field,) if self.text_field is not None else self.template_fields
 
-    def check(self, fields: list[str], path: Path) -> None:
-        """Raise ``MissingField`` if a named field is not among the input's ``fields``."""
+    def check(self, fields: list[str], path: Path, *, all_fields: bool = True) -> None:
+        """Raise ``MissingField`` if a named field is not among the input's ``fields``.
+
+        ``all_fields=False`` (JSONL: ``fields`` are those of the first records) lets a kept
+        field that is not among them through with a warning: it is stored where it appears.
+        """
         wanted = [("id", self.id_field)] if self.id_field else []
         wanted += [("text", f) for f in self.text_fields]
         wanted += [("keep", f) for f in self.keep]
         for role, name in wanted:
-            if name not in fields:
+            if name not in fields and role == "keep" and not all_fields:
+                logger.warning(
+                    "%s: keep field %r is not in the first records; it is stored where it "
+                    "appears (fields found so far: %s)",
+                    path,
+                    name,
+                    ", ".join(fields) or "(none)",
+                )
+            elif name not in fields:
                 raise MissingField(
                     f"{path}: {role} field {name!r} is not in the input; "
                     f"fields found: {', '.join(fields) or '(none)'}"

@@ -20,7 +20,7 @@ from embedops.models.base import Embedder
 from embedops.models.loader import BACKENDS, backend_of, load_embedder
 from embedops.models.processes import ProcessPoolEmbedder
 from embedops.pipeline import Progress, Run, RunOptions, RunReport, quarantine_path
-from embedops.sources import open_source
+from embedops.sources import SourceFormat, open_source
 from embedops.store import Collection, VectorStore, check_collection_name, check_kept_names
 
 logger = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ class EmbeddingProcessor:
             columns=list(columns) if columns else None,
             rows=self.settings.read_rows,
         )
-        spec.check(opened.fields, opened.path)
+        spec.check(opened.fields, opened.path, all_fields=opened.format is not SourceFormat.JSONL)
         embedder = self.embedder
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         report = RunReport(
