@@ -139,3 +139,20 @@ def test_quotes_that_close_are_read_as_before(tmp_path: Path) -> None:
     )
     texts = ["two\r\nlines", '12" pizza', 'say "hi"', "", "Best seller", "last"]
     assert _rows(path, "text") == texts
+
+
+def test_a_pipe_is_refused_instead_of_hanging(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "in.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(InvalidFormat, match="not a regular file"):
+        open_source(fifo)
+
+
+def test_a_quoted_value_longer_than_the_read_block_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "long.csv"
+    path.write_text('id,text\n1,a\n2,"' + "a long line\n" * 30_000 + '"\n3,c\n')
+    with pytest.raises(InvalidFormat, match=r"long.csv line 3: .* longer than the read block"):
+        _rows(path, "text", rows=1)  # 64 KB blocks
+    assert len(_rows(path, "text", rows=4096)) == 3  # 2 MB blocks hold it

@@ -171,6 +171,8 @@ def open_source(
         raise SourceNotFound(f"{p}: no such file; check the path")
     if p.is_dir():
         raise SourceNotFound(f"{p}: is a directory, not a file; name one input file")
+    if not p.is_file():  # a pipe is read twice (header, then data) and hangs
+        raise InvalidFormat(f"{p}: not a regular file (a pipe or a device); save it to a file")
     source_format = detect_format(p, fmt)
     if columns and source_format not in (SourceFormat.CSV, SourceFormat.TSV):
         raise ConfigError("--columns is only for headerless CSV or TSV files")
@@ -308,10 +310,14 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
         )
 
     def explain(exc: Exception) -> InvalidFormat:
-        if tracker is not None and tracker.unclosed and "straddl" in str(exc):
-            return unclosed(
-                f"is not closed within {read_options.block_size >> 20 or 1} MB (a stray "
-                "quote, or a value too long to read)"
+        if tracker is not None and tracker.opened_at >= 0 and "straddl" in str(exc):
+            block = f"{read_options.block_size / (1 << 20):.0f} MB"
+            if tracker.unclosed:
+                return unclosed(f"is not closed within {block} (a stray quote, or a long value)")
+            return InvalidFormat(
+                f"{path} line {_line_of(path, tracker.opened_at)}: a quoted value opens here "
+                f"that is longer than the read block ({block}); EMBEDOPS_READ_ROWS=32768 "
+                "reads 16 MB blocks; for longer values write the data as JSONL or Parquet"
             )
         if bad_rows:
             row = bad_rows[-1]
