@@ -397,6 +397,7 @@ def test_a_quarantine_file_that_cannot_be_written_is_a_store_error(
     rows = _items(5)
     rows[2]["text"] = ""
     src = _write_jsonl(tmp_path / "items.jsonl", rows)
+    processor.store.path.mkdir(parents=True, exist_ok=True)
     (processor.store.path / "quarantine").write_text("a file where the folder goes")
     with pytest.raises(StoreError, match=r"cannot write the quarantine file .*quarantine/items-"):
         processor.process(src, collection="items", id_field="id", text_field="text")

@@ -89,7 +89,7 @@ def test_a_table_folder_with_no_committed_version_counts_as_no_table(tmp_path: P
 
 def test_a_lock_file_that_cannot_be_opened_is_a_store_error(tmp_path: Path) -> None:
     store = VectorStore(tmp_path / "s")
-    (tmp_path / "s" / ".c--m-1.lock").mkdir()  # a folder where the lock file goes
+    (tmp_path / "s" / ".c--m-1.lock").mkdir(parents=True)  # a folder where the lock goes
     with (
         pytest.raises(StoreError, match=r"cannot open the lock file .*\.c--m-1\.lock"),
         store.writer("c", "m-1", 4).lock(),
@@ -122,3 +122,16 @@ def test_a_kept_field_that_mixes_types_names_the_field_and_the_row(tmp_path: Pat
         StoreError, match=r"kept field 'price': row id 'e' holds 'n/a', which does not fit .*int64"
     ):
         write(["d", "e"], [None, "n/a"])
+
+
+def test_reading_a_store_that_does_not_exist_makes_no_folder(tmp_path: Path) -> None:
+    store = VectorStore(tmp_path / "nowhere")
+    with pytest.raises(CollectionNotFound, match="embed a file into it first"):
+        store.collection("c", "m-1")
+    assert store.versions("c") == []
+    assert not (tmp_path / "nowhere").exists()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(StoreError, match="not a folder"):
+        VectorStore(tmp_path / "afile")
+    with pytest.raises(StoreError, match="cannot open store"):
+        VectorStore(tmp_path / "afile" / "below").writer("c", "m-1", 4)

@@ -72,24 +72,35 @@ class VectorStore:
     """
 
     def __init__(self, path: Path) -> None:
-        import lancedb
-
         self.path = Path(path)
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._db = lancedb.connect(str(self.path))
-        except OSError as exc:
-            raise StoreError(f"cannot open store {self.path} ({exc}); check the path") from exc
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"cannot open store {self.path} (not a folder); check the path")
+        self._connection: Any = None
+
+    def _connect(self) -> Any:
+        """The LanceDB connection, made on first use. Connecting creates the folder, so reads
+        of a store that does not exist do not connect (see ``_table_names``)."""
+        if self._connection is None:
+            import lancedb
+
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._connection = lancedb.connect(str(self.path))
+            except OSError as exc:
+                raise StoreError(f"cannot open store {self.path} ({exc}); check the path") from exc
+        return self._connection
 
     @staticmethod
     def table_name(collection: str, model_version: str) -> str:
         return f"{check_collection_name(collection)}--{model_version}"
 
     def _table_names(self) -> list[str]:
+        if self._connection is None and not self.path.is_dir():
+            return []  # no store yet: no tables, and no folder made by looking
         names: list[str] = []
         token: str | None = None
         while True:
-            page = self._db.list_tables(page_token=token)
+            page = self._connect().list_tables(page_token=token)
             names.extend(page.tables)
             token = page.page_token
             if not token:
@@ -124,6 +135,7 @@ class VectorStore:
     def writer(self, collection: str, model_version: str, dim: int) -> Writer:
         """A writer for ``collection`` (the table is created on its first write)."""
         name = self.table_name(collection, model_version)
+        self._connect()  # creates the store folder, where the writer's lock file goes
         return Writer(self, name, model_version, dim, self._open(name))
 
     def _open(self, name: str) -> Any:
@@ -133,7 +145,7 @@ class VectorStore:
         if name not in self._table_names():
             return None
         try:
-            return self._db.open_table(name)
+            return self._connect().open_table(name)
         except ValueError as exc:  # LanceDB: "Table '...' was not found"
             if "not found" not in str(exc):
                 raise
@@ -141,7 +153,7 @@ class VectorStore:
             return None
 
     def _create(self, name: str, data: pa.Table) -> Any:
-        return self._db.create_table(name, data)
+        return self._connect().create_table(name, data)
 
 
 class Collection:
