@@ -19,12 +19,12 @@ def _random_csv(rng: random.Random) -> str:
         return f'"{body}"'
 
     rows = [",".join(field() for _ in range(rng.randint(1, 3))) for _ in range(rng.randint(1, 4))]
-    return "\n".join(rows) + rng.choice(["", "\n", "\r\n"])
+    return rng.choice(["", "\ufeff"]) + "\n".join(rows) + rng.choice(["", "\n", "\r\n"])
 
 
 def _python_says_unclosed(text: str) -> bool:
     try:
-        list(csv.reader(io.StringIO(text, newline=""), strict=True))
+        list(csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True))
     except csv.Error as exc:
         assert "unexpected end of data" in str(exc), (text, exc)
         return True
@@ -56,6 +56,13 @@ def test_it_agrees_with_python_csv_on_where_a_file_ends() -> None:
     assert 300 < unclosed < 2700  # both outcomes were tried many times
 
 
+def test_a_bom_split_across_feeds_is_still_skipped() -> None:
+    tracker = QuoteTracker(",")
+    for part in (b"\xef", b"\xbb", b'\xbf"a\n'):
+        tracker.feed(part)
+    assert tracker.unclosed and tracker.opened_at == 3
+
+
 @pytest.mark.parametrize(
     ("text", "unclosed", "opened_at", "malformed_at"),
     [
@@ -66,6 +73,7 @@ def test_it_agrees_with_python_csv_on_where_a_file_ends() -> None:
         ('1,"x"', False, 2, -1),
         ('1,a\n2,"stray start\n3,b\n4,a "quoted" word\n5,c\n', False, 6, 6),
         ('1,"Best" seller\n2,"two\nlines" x\n', False, 18, 18),  # only a value across lines
+        ('1,"two\nlines" \t,x\n2,"two\nlines"  \n', False, 20, -1),  # blanks, then a separator
     ],
 )
 def test_cases(text: str, unclosed: bool, opened_at: int, malformed_at: int) -> None:

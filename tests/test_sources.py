@@ -151,8 +151,25 @@ def test_a_pipe_is_refused_instead_of_hanging(tmp_path: Path) -> None:
 
 
 def test_a_quoted_value_longer_than_the_read_block_names_its_line(tmp_path: Path) -> None:
+    """The line of the long value, not of a later one pyarrow read ahead to."""
     path = tmp_path / "long.csv"
-    path.write_text('id,text\n1,a\n2,"' + "a long line\n" * 30_000 + '"\n3,c\n')
-    with pytest.raises(InvalidFormat, match=r"long.csv line 3: .* longer than the read block"):
+    later = "".join(f'{i},"row {i}"\n' for i in range(4, 40_000)) + '40000,"Best" seller\n'
+    path.write_text('id,text\n1,a\n2,"' + "a long line\n" * 30_000 + '"\n3,c\n' + later)
+    with pytest.raises(
+        InvalidFormat, match=r"long.csv line 3: .* longer than the read block \(64 KB\)"
+    ):
         _rows(path, "text", rows=1)  # 64 KB blocks
-    assert len(_rows(path, "text", rows=4096)) == 3  # 2 MB blocks hold it
+    assert len(_rows(path, "text", rows=4096)) == 40_000  # 2 MB blocks hold it
+
+
+def test_blanks_after_a_closing_quote_are_read_as_pyarrow_reads_them(tmp_path: Path) -> None:
+    path = tmp_path / "blank.csv"
+    path.write_text('id,text\n1,"first line\nsecond line" \n2,ok\n')
+    assert _rows(path, "text") == ["first line\nsecond line ", "ok"]
+
+
+def test_line_numbers_count_cr_only_line_ends(tmp_path: Path) -> None:
+    path = tmp_path / "cr.csv"
+    path.write_bytes(b'1,hello\r2,"abc\r3,x\r')
+    with pytest.raises(InvalidFormat, match=r"cr.csv line 2: a quoted value opens here"):
+        _rows(path, "text", columns=["id", "text"])

@@ -113,9 +113,11 @@ def test_a_kept_field_that_mixes_types_names_the_field_and_the_row(tmp_path: Pat
         )
 
     with pytest.raises(
-        StoreError, match=r"kept field 'price' mixes types: row id 'c' holds str 'n/a' where"
+        StoreError, match=r"kept field 'price' .* row id 'd' holds str 'n/a' among values of type"
     ):
-        write(["a", "b", "c"], [1, None, "n/a"])
+        write(["a", "b", "c", "d"], [1, None, 2.5, "n/a"])  # int and float mix; str does not
+    with pytest.raises(StoreError, match=r"row id 'b' holds int 18446744073709551616"):
+        write(["a", "b"], [1, 2**64])  # not a raw OverflowError
     write(["a", "b"], [1, 2])
     writer.flush()
     with pytest.raises(

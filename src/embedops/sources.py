@@ -298,7 +298,7 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
         quoted_strings_can_be_null=False,
         null_values=[],
     )
-    tracker = QuoteTracker(delimiter) if quote else None
+    tracker = QuoteTracker(delimiter, read_options.block_size) if quote else None
     raw = _CountingReader(path.open("rb"), tracker)
 
     def unclosed(why: str, at: int | None = None) -> InvalidFormat:
@@ -310,14 +310,17 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
         )
 
     def explain(exc: Exception) -> InvalidFormat:
-        if tracker is not None and tracker.opened_at >= 0 and "straddl" in str(exc):
-            block = f"{read_options.block_size / (1 << 20):.0f} MB"
-            if tracker.unclosed:
+        long_at = -1 if tracker is None else tracker.long_value_at
+        if long_at >= 0 and "straddl" in str(exc):
+            assert tracker is not None
+            size = read_options.block_size
+            block = f"{size >> 20} MB" if size >= 1 << 20 else f"{size >> 10} KB"
+            if tracker.unclosed and tracker.opened_at == long_at:
                 return unclosed(f"is not closed within {block} (a stray quote, or a long value)")
             return InvalidFormat(
-                f"{path} line {_line_of(path, tracker.opened_at)}: a quoted value opens here "
-                f"that is longer than the read block ({block}); EMBEDOPS_READ_ROWS=32768 "
-                "reads 16 MB blocks; for longer values write the data as JSONL or Parquet"
+                f"{path} line {_line_of(path, long_at)}: a quoted value opens here that is "
+                f"longer than the read block ({block}); EMBEDOPS_READ_ROWS=32768 reads 16 MB "
+                "blocks; for longer values write the data as JSONL or Parquet"
             )
         if bad_rows:
             row = bad_rows[-1]
@@ -371,14 +374,18 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
 
 
 def _line_of(path: Path, offset: int) -> int:
-    """The 1-based line of ``path`` that byte ``offset`` is on."""
-    line, done = 1, 0
+    """The 1-based line of ``path`` that byte ``offset`` is on (lines end with LF, CRLF or
+    CR)."""
+    line, done, last = 1, 0, b""
     with path.open("rb") as fh:
         while done < offset:
             chunk = fh.read(min(1 << 20, offset - done))
             if not chunk:
                 break
-            line += chunk.count(b"\n")
+            line += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+            if last == b"\r" and chunk[:1] == b"\n":
+                line -= 1  # a CRLF split between chunks: counted once, at its CR
+            last = chunk[-1:]
             done += len(chunk)
     return line
 

@@ -378,23 +378,28 @@ class Writer:
 
 
 def _kept_column(name: str, values: list[Any], ids: list[str]) -> pa.Array:
-    """The Arrow column of kept field ``name``; a ``StoreError`` naming the field and the first
-    row whose value has another type than the first value's, when the values mix types."""
+    """The Arrow column of kept field ``name``; when its values do not make one column (types
+    that do not mix, such as 'n/a' among numbers), a ``StoreError`` naming the field and the
+    first row that breaks it."""
     try:
         return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        kinds = [(i, type(v)) for i, v in enumerate(values) if v is not None]
-        first = kinds[0][1] if kinds else type(None)
-        odd = next((i for i, kind in kinds if kind is not first), None)
-        where = (
-            f"row id {ids[odd]!r} holds {type(values[odd]).__name__} {values[odd]!r} where "
-            f"earlier rows hold {first.__name__}"
-            if odd is not None
-            else " ".join(str(exc).split())
-        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+        # The shortest failing prefix ends at the culprit (int and float mix; str does not).
+        good, bad = 0, len(values)
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            try:
+                pa.array(values[:mid])
+                good = mid
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                bad = mid
+        value = values[bad - 1]
+        before = pa.array(values[:good]).type if good else None
+        fits = f" among values of type {before}" if before is not None else ""
         raise StoreError(
-            f"kept field {name!r} mixes types: {where}; give the field one type in the input "
-            "(e.g. leave it empty instead of 'n/a'), or do not keep it"
+            f"kept field {name!r} cannot be stored: row id {ids[bad - 1]!r} holds "
+            f"{type(value).__name__} {value!r}{fits} ({' '.join(str(exc).split())}); give the "
+            "field one type in the input (e.g. leave it empty instead of 'n/a'), or do not keep it"
         ) from exc
 
 
