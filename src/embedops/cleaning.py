@@ -98,7 +98,9 @@ class FieldSpec:
         wanted += [("text", f) for f in self.text_fields]
         wanted += [("keep", f) for f in self.keep]
         for role, name in wanted:
-            if name not in fields and role == "keep" and not all_fields:
+            if name in fields:
+                continue
+            if role == "keep" and not all_fields:
                 logger.warning(
                     "%s: keep field %r is not in the first records; it is stored where it "
                     "appears (fields found so far: %s)",
@@ -106,7 +108,7 @@ class FieldSpec:
                     name,
                     ", ".join(fields) or "(none)",
                 )
-            elif name not in fields:
+            else:
                 raise MissingField(
                     f"{path}: {role} field {name!r} is not in the input; "
                     f"fields found: {', '.join(fields) or '(none)'}"

@@ -254,10 +254,15 @@ def _read_header(path: Path, delimiter: str, quote: bool) -> list[str]:
             f"{path} line 1: the header has an empty column name; name every column, "
             "or pass --columns for a file without a header"
         )
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = _duplicates(names)
     if dupes:
         raise InvalidFormat(f"{path} line 1: duplicate column names in the header: {dupes}")
     return names
+
+
+def _duplicates(names: list[str]) -> list[str]:
+    """The names that occur more than once, sorted."""
+    return sorted({n for n in names if names.count(n) > 1})
 
 
 def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, rows: int) -> Source:
@@ -266,7 +271,7 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
     quote = fmt is SourceFormat.CSV
     if columns:
         names = list(columns)
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = _duplicates(names)
         if dupes:
             raise ConfigError(f"--columns names a field more than once: {dupes}; name each once")
         skip = 0

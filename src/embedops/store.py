@@ -247,7 +247,10 @@ class Writer:
         self.commit_rows = commit_rows or COMMIT_ROWS
         self._table = table
         self._pending: list[pa.Table] = []
-        self._pending_rows = 0
+
+    @property
+    def _pending_rows(self) -> int:
+        return sum(t.num_rows for t in self._pending)
 
     def hashes(self) -> dict[str, str]:
         """``id -> content_hash`` of the rows already stored."""
@@ -336,7 +339,7 @@ class Writer:
         commit creates the table."""
         if not self._pending:
             return
-        pending, self._pending, self._pending_rows = self._pending, [], 0
+        pending, self._pending = self._pending, []
         try:
             if self._table is None:
                 data = pa.concat_tables(pending, promote_options="permissive")
@@ -350,7 +353,6 @@ class Writer:
 
     def _gather(self, data: pa.Table) -> None:
         self._pending.append(data)
-        self._pending_rows += data.num_rows
         if self._pending_rows >= self.commit_rows:
             self.flush()
 
@@ -359,14 +361,14 @@ class Writer:
             columns = "none yet"
         else:
             columns = ", ".join(f"{f.name}: {f.type}" for f in self._table.schema)
-        message = " ".join(str(exc).split())
+        message = _one_line(exc)
         return StoreError(
             f"rows do not fit table {self.name} (its columns: {columns}); "
             f"keep the same fields with the same types, or use a new collection ({message})"
         )
 
     def _unwritable(self, exc: Exception) -> StoreError:
-        message = " ".join(str(exc).split())
+        message = _one_line(exc)
         if isinstance(exc, OSError) or "LanceError(IO)" in message:
             advice = "free disk space or fix the folder's permissions, then run again"
         else:
@@ -375,6 +377,11 @@ class Writer:
             f"cannot write table {self.name} in store {self.store.path} ({message}); {advice} "
             "(rows committed before are kept, and a re-run skips them)"
         )
+
+
+def _one_line(exc: Exception) -> str:
+    """An error's message on one line (LanceDB's and pyarrow's span several)."""
+    return " ".join(str(exc).split())
 
 
 def _kept_column(name: str, values: list[Any], ids: list[str]) -> pa.Array:
@@ -398,7 +405,7 @@ def _kept_column(name: str, values: list[Any], ids: list[str]) -> pa.Array:
         fits = f" among values of type {before}" if before is not None else ""
         raise StoreError(
             f"kept field {name!r} cannot be stored: row id {ids[bad - 1]!r} holds "
-            f"{type(value).__name__} {value!r}{fits} ({' '.join(str(exc).split())}); give the "
+            f"{type(value).__name__} {value!r}{fits} ({_one_line(exc)}); give the "
             "field one type in the input (e.g. leave it empty instead of 'n/a'), or do not keep it"
         ) from exc
 
