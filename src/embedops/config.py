@@ -71,3 +71,53 @@ class Settings(BaseSettings):
     cache_size: int = Field(
         default=65536, ge=0, description="Vectors kept to reuse for identical texts in a run."
     )
+
+    # --- The embedding service (``embedops serve``; see ``embedops.service``) ---
+    host: str = Field(default="127.0.0.1", description="Address the service listens on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port the service listens on.")
+    service_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Service processes (uvicorn workers), each loading the model; with more "
+        "than one, set redis_url so that they share the rate limits.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL (redis://host:port/db) for rate limits shared by several "
+        "instances; default: limits kept in memory, per process.",
+    )
+    default_rpm: int = Field(
+        default=600, ge=1, description="Requests per minute of a key that names none."
+    )
+    default_tpm: int = Field(
+        default=1_000_000, ge=1, description="Tokens per minute of a key that names none."
+    )
+    max_batch_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=5000,
+        description="Longest wait of an idle batcher for more texts before it embeds a batch.",
+    )
+    queue_size: int = Field(
+        default=4096,
+        ge=1,
+        description="Texts waiting for the model at most; past it the service answers 503.",
+    )
+    keys_file: Path | None = Field(
+        default=None,
+        description="API keys file (hashed keys); default: keys.json in the store folder.",
+    )
+    metrics_auth: bool = Field(
+        default=False, description="Require a key with the admin scope for /metrics."
+    )
+    max_input_items: int = Field(
+        default=2048, ge=1, description="Most texts in one embeddings request."
+    )
+    truncate: bool = Field(
+        default=True,
+        description="Truncate texts over the model's token limit (false: answer 400).",
+    )
+    drain_seconds: float = Field(
+        default=30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish."
+    )

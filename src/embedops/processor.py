@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,6 +21,7 @@ from embedops.models.base import Embedder
 from embedops.models.loader import BACKENDS, backend_of, load_embedder
 from embedops.models.processes import ProcessPoolEmbedder
 from embedops.pipeline import Progress, Run, RunOptions, RunReport, quarantine_path
+from embedops.records import records_source
 from embedops.sources import SourceFormat, open_source
 from embedops.store import Collection, VectorStore, check_collection_name, check_kept_names
 
@@ -294,8 +296,134 @@ class EmbeddingProcessor:
         text = clean_text(query, CleanOptions(), CleanStats()) or query
         return table.nearest(self.embed([text])[0], k)
 
+    def upsert(
+        self,
+        collection: str,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        id_field: str = "id",
+        text_field: str | None = "text",
+        template: str | None = None,
+        keep: Sequence[str] = (),
+        normalize: bool = True,
+        strip_markup: bool = True,
+    ) -> RunReport:
+        """Embed in-memory records into ``collection`` with the same semantics as ``process``
+        (content hash, unchanged rows skipped, bad records quarantined with a reason).
+
+        Args:
+            collection: collection name.
+            records: JSON objects, e.g. ``[{"id": "1", "text": "..."}]``.
+            id_field: the field holding the id.
+            text_field: the field holding the text (ignored when ``template`` is given).
+            template: a format string over fields, e.g. ``"{title}. {description}"``.
+            keep: fields to store as metadata columns.
+            normalize: Unicode NFKC and whitespace normalisation.
+            strip_markup: remove HTML tags and entities and stray backslashes.
+
+        Returns:
+            The run report; its ``quarantine_path`` names the JSONL file of the quarantined
+            records, one line each with the reason.
+
+        Raises:
+            ConfigError: bad collection name or kept field names.
+            InvalidFormat: a record is not a JSON object.
+            StoreError: another writer holds the collection, or the store cannot be written.
+        """
+        check_collection_name(collection)
+        check_kept_names(keep)
+        spec = FieldSpec(
+            text_field=None if template is not None else text_field,
+            template=template,
+            id_field=id_field,
+            keep=tuple(keep),
+        )
+        source = records_source(records, rows=self.settings.read_rows)
+        embedder = self.embedder
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        report = RunReport(
+            source=str(source.path),
+            collection=collection,
+            model_version=embedder.spec.version,
+            store=str(self.store_path),
+        )
+        return Run(
+            source=source,
+            spec=spec,
+            clean=CleanOptions(normalize=normalize, strip_markup=strip_markup),
+            embedder=embedder,
+            writer=self.store.writer(collection, embedder.spec.version, embedder.spec.dim),
+            quarantine=QuarantineWriter(
+                quarantine_path(self.store_path, collection, stamp), source.path
+            ),
+            report=report,
+            options=RunOptions(
+                batch_tokens=self.batch_tokens,
+                workers=self.workers,
+                sort_window=self.settings.sort_window,
+                cache_size=self.settings.cache_size,
+            ),
+        ).execute()
+
+    def delete(self, collection: str, ids: Sequence[str]) -> int:
+        """Delete the items ``ids`` from ``collection``; ids not stored are ignored.
+
+        Returns:
+            How many items were deleted.
+
+        Raises:
+            CollectionNotFound: the collection has no table for this model version.
+            StoreError: another writer holds the collection, or the store cannot be written.
+        """
+        self._collection(collection)  # CollectionNotFound before anything else
+        spec = self.embedder.spec
+        writer = self.store.writer(collection, spec.version, spec.dim)
+        with writer.lock():
+            return len(writer.delete([str(i) for i in ids]))
+
+    def search_vector(
+        self,
+        collection: str,
+        vector: Sequence[float] | NDArray[np.float32],
+        *,
+        k: int = 10,
+        filters: Mapping[str, Any] | None = None,
+        exclude: str | None = None,
+    ) -> list[tuple[str, float]]:
+        """The ``k`` stored items closest to ``vector`` whose metadata equal ``filters``
+        (``{field: value}``), as ``[(id, cosine), ...]``, best first.
+
+        Raises:
+            ConfigError: bad ``k``, a vector of the wrong size, or a filter on a field that is
+                not stored.
+            CollectionNotFound: the collection has no table for this model version.
+        """
+        _check_k(k)
+        query = np.asarray(vector, dtype=np.float32)
+        dim = self.embedder.spec.dim
+        if query.shape != (dim,) or not np.isfinite(query).all():
+            raise ConfigError(
+                f"the query vector must be {dim} finite numbers (the model's dimension), "
+                f"got shape {query.shape}"
+            )
+        table = self._collection(collection)
+        return table.nearest_where(query, k, dict(filters or {}), exclude=exclude)
+
+    def search_filtered(
+        self, collection: str, query: str, *, k: int = 10, filters: Mapping[str, Any]
+    ) -> list[tuple[str, float]]:
+        """Like ``search``, among the items whose metadata equal ``filters``."""
+        return self.search_vector(
+            collection, self.embed([query_text(query)])[0], k=k, filters=filters
+        )
+
 
 MAX_K = 2**31 - 1  # LanceDB takes the limit as a 32-bit integer
+
+
+def query_text(query: str) -> str:
+    """A free-text query cleaned as stored texts are (markup, control characters, NFKC)."""
+    return clean_text(query, CleanOptions(), CleanStats()) or query
 
 
 def _check_k(k: int) -> None:

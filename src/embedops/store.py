@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -218,6 +218,38 @@ class Collection:
             zip(data.column("id").to_pylist(), data.column("content_hash").to_pylist(), strict=True)
         )
 
+    def nearest_where(
+        self,
+        vector: NDArray[np.float32],
+        k: int,
+        filters: Mapping[str, Any],
+        exclude: str | None = None,
+    ) -> list[tuple[str, float]]:
+        """Like ``nearest``, among the rows whose columns equal ``filters`` (``{column:
+        value}``; ``None`` matches a missing value). Only stored metadata columns and ``id``
+        can be filtered on.
+
+        Raises:
+            ConfigError: a column is not in the table, or a value is not a string, number,
+                boolean or ``None``.
+        """
+        clauses = [_equals(self._table.schema, name, value) for name, value in filters.items()]
+        if exclude is not None:
+            clauses.append(f"id != {_quote(exclude)}")
+        query = (
+            self._table.search(np.asarray(vector, dtype=np.float32))
+            .distance_type("cosine")
+            .select(["id", "_distance"])
+            .limit(k + (1 if exclude is not None else 0))
+        )
+        if clauses:
+            query = query.where(" AND ".join(clauses), prefilter=True)
+        data = query.to_arrow()
+        pairs = zip(
+            data.column("id").to_pylist(), data.column("_distance").to_pylist(), strict=True
+        )
+        return [(i, 1.0 - float(d)) for i, d in pairs if i != exclude][:k]
+
 
 class Writer:
     """Writes rows into one collection table, holding the table's writer lock.
@@ -378,6 +410,28 @@ class Writer:
             "(rows committed before are kept, and a re-run skips them)"
         )
 
+    def delete(self, ids: Sequence[str]) -> list[str]:
+        """Delete the rows of ``ids`` (call it holding ``lock()``, after ``flush()``).
+
+        Returns:
+            The ids that were stored and are now deleted, in the order asked.
+        """
+        if self._table is None or not ids:
+            return []
+        wanted = list(dict.fromkeys(str(i) for i in ids))
+        deleted: list[str] = []
+        try:
+            for start in range(0, len(wanted), 1000):
+                where = f"id IN ({', '.join(_quote(i) for i in wanted[start : start + 1000])})"
+                found = self._table.search().where(where).select(["id"]).limit(None).to_arrow()
+                present = set(found.column("id").to_pylist())
+                if present:
+                    self._table.delete(where)
+                deleted.extend(i for i in wanted[start : start + 1000] if i in present)
+        except _WRITE_ERRORS as exc:
+            raise self._unwritable(exc) from exc
+        return deleted
+
 
 def _one_line(exc: Exception) -> str:
     """An error's message on one line (LanceDB's and pyarrow's span several)."""
@@ -451,3 +505,31 @@ def _as_new_table(data: pa.Table) -> pa.Table:
     i = schema.get_field_index("content_hash")
     schema = schema.set(i, schema.field(i).with_metadata({"lance-encoding:compression": "zstd"}))
     return data.cast(schema)
+
+
+def _equals(schema: pa.Schema, name: str, value: Any) -> str:
+    """A SQL clause ``column = value`` for a LanceDB filter, the name and value quoted safely.
+
+    Raises:
+        ConfigError: ``name`` is not a filterable column of ``schema``, or ``value`` is not a
+            string, number, boolean or ``None``.
+    """
+    columns = [f.name for f in schema if f.name not in ("vector", "content_hash")]
+    if name not in columns:
+        raise ConfigError(
+            f"cannot filter on {name!r}: not a stored field; filterable fields: "
+            f"{', '.join(sorted(columns))}"
+        )
+    column = "`" + name.replace("`", "``") + "`"
+    if value is None:
+        return f"{column} IS NULL"
+    if isinstance(value, bool):
+        return f"{column} = {'true' if value else 'false'}"
+    if isinstance(value, int | float) and np.isfinite(value):
+        return f"{column} = {value!r}"
+    if isinstance(value, str):
+        return f"{column} = {_quote(value)}"
+    raise ConfigError(
+        f"filter value of {name!r} must be a string, number, boolean or null, "
+        f"not {type(value).__name__}"
+    )

@@ -59,6 +59,12 @@ def _onnx_builder(precision: str) -> Callable[[ModelSpec, Path, int | None], Emb
     return factory
 
 
+def _hash(spec: ModelSpec, cache_dir: Path, threads: int | None) -> Embedder:
+    from embedops.models.hash_backend import HashBackend
+
+    return HashBackend(spec)
+
+
 def _static(spec: ModelSpec, cache_dir: Path, threads: int | None) -> Embedder:
     from embedops.models.static_backend import PCA_DIMS, StaticBackend
 
@@ -106,6 +112,14 @@ BACKENDS: dict[str, BackendInfo] = {
             "pca256",
             _static,
             "model2vec static model, distilled",
+            batch_tokens=None,
+        ),
+        BackendInfo(
+            "hash",
+            "hash",
+            "fp32",
+            _hash,
+            "deterministic vectors from word hashes, no weights (tests)",
             batch_tokens=None,
         ),
     )
