@@ -320,3 +320,6 @@ def bench(ctx: typer.Context) -> None:
 def main() -> None:
     """Console entry point."""
     app()
+
+
+from embedops import cli_service as _cli_service  # noqa: E402,F401  registers serve, keys

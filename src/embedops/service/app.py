@@ -1,0 +1,134 @@
+"""``create_app(settings)``: the FastAPI app of the embedding service.
+
+The model loads in the app's lifespan (never at import); on shutdown (SIGTERM: uvicorn stops
+accepting, lets in-flight requests finish, then runs the lifespan's end) the batcher embeds
+what is queued and stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from embedops.config import Settings
+from embedops.processor import EmbeddingProcessor
+from embedops.service.auth import KeyStore, keys_path
+from embedops.service.batcher import Batcher
+from embedops.service.errors import install_error_handlers
+from embedops.service.limits import RateLimits
+from embedops.service.metrics import ServiceMetrics
+from embedops.service.routes import collections, embeddings, health, similarity
+from embedops.service.state import Services
+
+logger = logging.getLogger(__name__)
+
+
+class _Observe:
+    """ASGI middleware: rate-limit headers on every keyed response, and request metrics by
+    route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                limit = scope.get("state", {}).get("ratelimit")
+                if limit is not None:
+                    headers = list(message.get("headers", []))
+                    names = {k.lower() for k, _ in headers}
+                    for name, value in limit.headers().items():
+                        if name.encode() not in names:
+                            headers.append((name.encode(), value.encode()))
+                    message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(path, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The service's app for ``settings`` (cheap: the model loads when the app starts).
+
+    Example:
+        >>> import uvicorn  # doctest: +SKIP
+        >>> uvicorn.run(create_app(Settings(backend="hash")), port=8000)
+    """
+    metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        processor = EmbeddingProcessor(settings=settings)
+        processor.open()
+        embedder = processor.embedder
+        load = getattr(embedder, "load", None)
+        started = time.perf_counter()
+        if load is not None:
+            await run_in_threadpool(load)
+        await run_in_threadpool(embedder.embed, ["warm up"])
+        embedder.count_tokens(["warm up"])
+        logger.info(
+            "model %s loaded in %.1fs", embedder.spec.version, time.perf_counter() - started
+        )
+        batcher = Batcher(
+            embedder,
+            workers=processor.workers,
+            batch_tokens=processor.batch_tokens,
+            max_rows=256 if processor.batch_tokens is not None else 1024,
+            max_wait=settings.max_batch_wait_ms / 1000,
+            max_queued=settings.queue_size,
+            on_batch=metrics.observe_batch,
+        )
+        batcher.start()
+        app.state.services = Services(
+            settings=settings,
+            processor=processor,
+            embedder=embedder,
+            batcher=batcher,
+            keys=KeyStore(keys_path(settings)),
+            limits=RateLimits(settings),
+            metrics=metrics,
+        )
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            processor.close()
+            logger.info("service stopped")
+
+    app = FastAPI(
+        title="embedops",
+        summary="OpenAI-compatible embeddings, similarity and search over embedops collections.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (embeddings, similarity, collections, health):
+        app.include_router(module.router)
+    app.add_middleware(_Observe, metrics=metrics)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app with settings from ``EMBEDOPS_*`` (uvicorn's factory for several workers)."""
+    return create_app(Settings())

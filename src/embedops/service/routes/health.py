@@ -1,0 +1,42 @@
+"""Health (open), readiness (open) and Prometheus metrics (open, or admin key by setting)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from embedops.service.deps import ServicesDep, require
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """The model is loaded and the store is reachable (503 otherwise)."""
+    services = getattr(request.app.state, "services", None)
+    body: dict[str, object] = {"model": services is not None, "store": False}
+    if services is not None:
+        try:
+            await services.in_thread(lambda: services.processor.store.versions("_ready"))
+            body["store"] = True
+        except Exception as exc:  # reported, not raised: readiness is a yes or no
+            body["store_error"] = str(exc)
+    ready = body["model"] is True and body["store"] is True
+    body["status"] = "ready" if ready else "not ready"
+    return JSONResponse(body, 200 if ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request, services: ServicesDep) -> Response:
+    """Prometheus metrics; with ``metrics_auth`` on, only for a key with the admin scope."""
+    if services.settings.metrics_auth:
+        await require("admin")(request)
+    services.metrics.queue_depth.set(services.batcher.queued)
+    return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
