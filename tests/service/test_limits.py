@@ -1,0 +1,58 @@
+"""Per-key requests and tokens per minute, with OpenAI's headers on every keyed response."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.service.conftest import Server, auth
+
+BODY = {"input": "hello world", "model": "all-MiniLM-L6-v2"}
+HEADERS = [
+    f"x-ratelimit-{kind}-{what}"
+    for what in ("requests", "tokens")
+    for kind in ("limit", "remaining", "reset")
+]
+
+
+def test_requests_per_minute_per_key(server: Server) -> None:
+    slow, other = server.key("embed", rpm=3), server.key("embed", rpm=3)
+    answers = [
+        httpx.post(f"{server.url}/v1/embeddings", json=BODY, headers=auth(slow)) for _ in range(4)
+    ]
+    assert [r.status_code for r in answers] == [200, 200, 200, 429]
+    assert [r.headers["x-ratelimit-remaining-requests"] for r in answers] == ["2", "1", "0", "0"]
+    for r in answers:
+        assert all(h in r.headers for h in HEADERS)
+        assert r.headers["x-ratelimit-limit-requests"] == "3"
+    refused = answers[-1]
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    # Another key has its own budget.
+    assert httpx.post(f"{server.url}/v1/embeddings", json=BODY, headers=auth(other)).is_success
+
+
+def test_tokens_per_minute_per_key(server: Server) -> None:
+    key = server.key("embed", tpm=10)
+    first = httpx.post(f"{server.url}/v1/embeddings", json=BODY, headers=auth(key))
+    assert first.status_code == 200
+    assert first.headers["x-ratelimit-limit-tokens"] == "10"
+    assert first.headers["x-ratelimit-remaining-tokens"] == "6"  # "hello world" is 4 tokens
+    second = httpx.post(
+        f"{server.url}/v1/embeddings",
+        json={"input": "one two three four five six", "model": "all-MiniLM-L6-v2"},
+        headers=auth(key),
+    )
+    assert second.status_code == 429
+    assert "tokens per minute" in second.json()["error"]["message"]
+    assert int(second.headers["retry-after"]) >= 1
+
+
+def test_errors_after_authentication_carry_the_headers(server: Server) -> None:
+    key = server.key("embed")
+    r = httpx.post(
+        f"{server.url}/v1/embeddings",
+        json={"input": [], "model": "all-MiniLM-L6-v2"},
+        headers=auth(key),
+    )
+    assert r.status_code == 400
+    assert r.headers["x-ratelimit-limit-requests"] == "600"  # the default
