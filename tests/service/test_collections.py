@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
 
 from embedops import EmbeddingProcessor, Settings
+from tests.service.conftest import Server, auth
 
 ITEMS = [
     {"id": "1", "text": "a red running shoe", "color": "red"},
@@ -104,3 +108,41 @@ def test_concurrent_writes_to_one_collection_are_queued(client: httpx.Client) ->
     ids = [h["id"] for h in hits.json()["data"]]
     assert len(ids) == len(set(ids)) == 160
     assert np.isfinite([h["score"] for h in hits.json()["data"]]).all()
+
+
+def test_a_write_waits_for_a_lock_held_by_another_process(
+    client: httpx.Client, server: Server
+) -> None:
+    version = client.get("/v1/models").json()["data"][0]["version"]
+    _put(client, "held", ITEMS[:1])
+    lock = (server.store / f".held--{version}.lock").open("w")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # as `embedops embed` would hold it
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(_put, client, "held", ITEMS[1:2])
+            time.sleep(0.6)
+            assert not answer.done()
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            assert answer.result(timeout=10).status_code == 200
+            assert answer.result().json()["embedded"] == 1
+    finally:
+        lock.close()
+
+
+def test_two_service_workers_write_one_collection(tmp_path: Path) -> None:
+    server = Server(tmp_path / "store", service_workers=2)
+    try:
+        client = httpx.Client(base_url=server.url, headers=auth(server.key()), timeout=60)
+
+        def write(n: int) -> httpx.Response:
+            items = [{"id": f"{n}-{i}", "text": f"item {n} number {i}"} for i in range(10)]
+            return client.put("/v1/collections/two/items", json={"items": items})
+
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(write, range(6)))
+        assert [r.status_code for r in answers] == [200] * 6, [r.text for r in answers]
+        hits = client.post("/v1/collections/two/search", json={"query": "item", "k": 100})
+        assert len({h["id"] for h in hits.json()["data"]}) == 60
+        client.close()
+    finally:
+        assert server.stop() == 0

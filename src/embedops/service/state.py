@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from embedops.config import Settings
+from embedops.errors import StoreError
 from embedops.models.base import Embedder
 from embedops.processor import EmbeddingProcessor
 from embedops.service.auth import ApiKey, KeyStore
@@ -35,16 +36,34 @@ _INLINE_COUNT = 64
 class CollectionWriters:
     """One writer per collection: writes to a collection wait for each other (in order of
     arrival) instead of failing on the store's writer lock; writes to different collections
-    run at once, each in a thread."""
+    run at once, each in a thread. A lock held by another process (``embedops embed``, another
+    service worker) is waited for too, up to ``wait`` seconds, then the ``StoreError`` stands.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, wait: float = 30.0) -> None:
+        self.wait = wait
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def run(self, collection: str, work: Callable[[], T]) -> T:
         """Run ``work`` in a thread once no other write to ``collection`` is running."""
         lock = self._locks.setdefault(collection, asyncio.Lock())
         async with lock:
-            return await run_in_threadpool(work)
+            return await run_in_threadpool(self._retry, work)
+
+    def _retry(self, work: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self.wait
+        pause = 0.02
+        while True:
+            try:
+                return work()
+            except StoreError as exc:
+                # The writer lock is taken before anything is written: safe to try again.
+                busy = isinstance(exc.__cause__, BlockingIOError)
+                if not busy or time.monotonic() + pause > deadline:
+                    raise
+                logger.info("collection busy in another process; retrying in %.2fs", pause)
+                time.sleep(pause)
+                pause = min(0.5, pause * 2)
 
 
 @dataclass
