@@ -90,7 +90,7 @@ def serve(
             "host": settings.host,
             "port": settings.port,
             "log_level": logging.getLevelName(min(level, logging.INFO)).lower(),
-            "timeout_graceful_shutdown": int(settings.drain_seconds) or None,
+            "timeout_graceful_shutdown": max(1, round(settings.drain_seconds)),
             "access_log": False,
         }
         if settings.service_workers > 1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -33,9 +33,12 @@ class _Observe:
     """ASGI middleware: rate-limit headers on every keyed response, and request metrics by
     route template and status."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: ServiceMetrics, limits: Callable[[], RateLimits]
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,13 +51,13 @@ class _Observe:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                limit = scope.get("state", {}).get("ratelimit")
-                if limit is not None:
-                    headers = list(message.get("headers", []))
-                    names = {k.lower() for k, _ in headers}
-                    for name, value in limit.headers().items():
-                        if name.encode() not in names:
-                            headers.append((name.encode(), value.encode()))
+                key = scope.get("state", {}).get("key")
+                headers = list(message.get("headers", []))
+                if key is not None and not any(
+                    k == b"x-ratelimit-limit-requests" for k, _ in headers
+                ):
+                    limit = await self.limits().state(key)
+                    headers += [(k.encode(), v.encode()) for k, v in limit.headers().items()]
                     message["headers"] = headers
             await send(message)
 
@@ -125,7 +128,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for module in (embeddings, similarity, collections, health):
         app.include_router(module.router)
-    app.add_middleware(_Observe, metrics=metrics)
+    app.add_middleware(_Observe, metrics=metrics, limits=lambda: app.state.services.limits)
     return app
 
 

@@ -12,7 +12,13 @@ from embedops.service.auth import ApiKey
 from embedops.service.errors import AuthenticationFailed, PermissionDenied
 from embedops.service.state import Services, services_of
 
-ServicesDep = Annotated[Services, Depends(services_of)]
+
+async def get_services(request: Request) -> Services:
+    """The app's ``Services`` (async: FastAPI runs a sync dependency in a thread)."""
+    return services_of(request)
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def _token(request: Request) -> str:
@@ -46,8 +52,8 @@ def require(scope: str | None) -> Callable[[Request], Awaitable[ApiKey]]:
                 f"the key {key.id} lacks the scope {scope!r} (it has "
                 f"{', '.join(key.scopes)}); create a key with --scopes {scope}"
             )
-        request.state.key_id = key.id
-        request.state.ratelimit = await services.limits.hit(key, requests=1)
+        request.state.key = key  # the middleware adds the key's x-ratelimit-* headers
+        await services.limits.hit(key, requests=1)
         return key
 
     return dependency

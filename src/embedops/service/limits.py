@@ -77,11 +77,8 @@ class RateLimits:
         tpm = RateLimitItemPerMinute(key.tpm or self.default_tpm, namespace="tpm")
         return rpm, tpm
 
-    async def hit(self, key: ApiKey, *, requests: int = 0, tokens: int = 0) -> LimitState:
+    async def hit(self, key: ApiKey, *, requests: int = 0, tokens: int = 0) -> None:
         """Take ``requests`` and ``tokens`` from ``key``'s budget.
-
-        Returns:
-            The budget after the hit (for the response headers).
 
         Raises:
             RateLimited: over a limit; nothing of that limit is taken, and the error carries
@@ -93,8 +90,8 @@ class RateLimits:
             over = f"requests per minute ({rpm.amount})"
         elif tokens and not await self._limiter.hit(tpm, key.id, cost=tokens):
             over = f"tokens per minute ({tpm.amount}; this request needs {tokens})"
-        state = await self.state(key)
         if over is not None:
+            state = await self.state(key)
             wait = state.reset_requests if over.startswith("requests") else state.reset_tokens
             headers = state.headers() | {"retry-after": str(max(1, math.ceil(wait)))}
             raise RateLimited(
@@ -102,7 +99,6 @@ class RateLimits:
                 f"retry after {headers['retry-after']}s",
                 headers=headers,
             )
-        return state
 
     async def state(self, key: ApiKey) -> LimitState:
         """``key``'s budget now, without taking from it."""

@@ -127,7 +127,7 @@ class Services:
                 )
         capped = [min(n, limit) for n in lengths]
         tokens = sum(capped)
-        request.state.ratelimit = await self.limits.hit(key, tokens=tokens)
+        await self.limits.hit(key, tokens=tokens)
         self.metrics.tokens.labels(key.id).inc(tokens)
         self.metrics.queue_depth.set(self.batcher.queued + len(texts))
         try:
