@@ -1,16 +1,20 @@
 """Dynamic batching: texts of concurrent requests are merged into model batches.
 
-Requests put their texts (with token counts) on one bounded queue and wait. A dispatcher takes
-texts from the queue as soon as an inference slot is free and either the oldest text has
-waited ``max_wait`` or a batch's token budget is full; while every slot is busy, new texts
-gather into larger batches. The queue holds at most ``max_queued`` texts: past it ``submit``
-raises ``Overloaded`` (503 with ``Retry-After``) instead of growing memory.
+Requests put their texts (with token counts) on one bounded queue and wait. A dispatcher makes
+a batch as soon as an inference slot is free and either the oldest text has waited
+``max_wait`` or enough tokens wait to fill a batch; while every slot is busy, new texts gather
+into larger batches. A batch holds the oldest waiting text and the waiting texts closest to it
+in length (padding costs compute: texts of one batch are padded to its longest), up to the
+token budget and a fair share of the queue per free slot; the oldest text always goes, so no
+text waits forever. The queue holds at most ``max_queued`` texts: past it ``embed`` raises
+``Overloaded`` (503 with ``Retry-After``) instead of growing memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -26,19 +30,28 @@ from embedops.models.base import Embedder
 from embedops.service.errors import Overloaded
 
 logger = logging.getLogger(__name__)
+# Waiting texts a batch is chosen from (the oldest ones); bounds the work of one choice.
+WINDOW_BATCHES = 4
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
     """The texts of one request, and where their vectors go."""
 
     texts: list[str]
-    lengths: list[int]
     future: asyncio.Future[NDArray[np.float32]]
+    vectors: NDArray[np.float32]
+    left: int  # texts without a vector yet
+
+
+@dataclass(eq=False)
+class _Item:
+    """One waiting text."""
+
+    job: _Job
+    index: int
+    length: int
     queued_at: float
-    vectors: NDArray[np.float32] | None = None
-    taken: int = 0  # texts already handed to batches
-    pending: int = 0  # batches of this job still running
 
 
 class Batcher:
@@ -52,7 +65,7 @@ class Batcher:
         max_rows: rows per batch at most.
         max_wait: seconds an idle batcher waits for more texts before it embeds.
         max_queued: texts waiting at most.
-        on_batch: called with each batch's size (metrics).
+        on_batch: called with each batch's texts and tokens (metrics).
     """
 
     def __init__(
@@ -73,8 +86,7 @@ class Batcher:
         self.max_wait = max_wait
         self.max_queued = max_queued
         self.on_batch = on_batch
-        self._jobs: deque[_Job] = deque()
-        self._queued = 0
+        self._items: deque[_Item] = deque()
         self._wake = asyncio.Event()
         self._free = self.workers  # inference slots not running a batch
         self._freed = asyncio.Event()
@@ -85,15 +97,15 @@ class Batcher:
     @property
     def queued(self) -> int:
         """Texts waiting for a batch."""
-        return self._queued
+        return len(self._items)
 
     def start(self) -> None:
         """Start the dispatcher (in the running event loop)."""
         self._task = asyncio.get_running_loop().create_task(self._dispatch())
 
     async def stop(self) -> None:
-        """Finish the batches in flight, then stop (queued texts are embedded first)."""
-        while self._jobs or self._running:
+        """Embed what is queued and in flight, then stop."""
+        while self._items or self._running:
             await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
@@ -107,21 +119,23 @@ class Batcher:
         Raises:
             Overloaded: the queue is full.
         """
+        dim = self.embedder.spec.dim
         if not texts:
-            return np.zeros((0, self.embedder.spec.dim), dtype=np.float32)
-        if self._queued + len(texts) > self.max_queued:
-            wait = 1
+            return np.zeros((0, dim), dtype=np.float32)
+        if len(self._items) + len(texts) > self.max_queued:
             raise Overloaded(
-                f"the service is busy ({self._queued} texts queued, at most {self.max_queued}); "
-                f"retry after {wait}s or send fewer texts at once",
-                headers={"retry-after": str(wait)},
+                f"the service is busy ({len(self._items)} texts queued, at most "
+                f"{self.max_queued}); retry after 1s or send fewer texts at once",
+                headers={"retry-after": "1"},
             )
-        future: asyncio.Future[NDArray[np.float32]] = asyncio.get_running_loop().create_future()
-        job = _Job(list(texts), list(lengths), future, time.monotonic())
-        self._jobs.append(job)
-        self._queued += len(texts)
+        loop = asyncio.get_running_loop()
+        job = _Job(
+            list(texts), loop.create_future(), np.empty((len(texts), dim), np.float32), len(texts)
+        )
+        now = time.monotonic()
+        self._items.extend(_Item(job, i, max(1, n), now) for i, n in enumerate(lengths))
         self._wake.set()
-        return await future
+        return await job.future
 
     async def _dispatch(self) -> None:
         loop = asyncio.get_running_loop()
@@ -129,81 +143,65 @@ class Batcher:
             while self._free == 0:
                 self._freed.clear()
                 await self._freed.wait()
-            while not self._jobs:
+            while not self._items:
                 self._wake.clear()
                 await self._wake.wait()
-            # An idle batcher waits a moment for more texts, unless the budget is full.
-            deadline = self._jobs[0].queued_at + self.max_wait
+            # An idle batcher waits a moment for more texts, unless a batch is full already.
+            deadline = self._items[0].queued_at + self.max_wait
             while not self._full() and (delay := deadline - time.monotonic()) > 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
-            parts = self._take(self._free)
-            if not parts:
+            batch = self._take(self._free)
+            if not batch:
                 continue
             self._free -= 1
-            texts = [t for job, start, end in parts for t in job.texts[start:end]]
-            tokens = sum(sum(job.lengths[start:end]) for job, start, end in parts)
-            task = loop.create_task(self._run(parts, texts, tokens))
+            task = loop.create_task(self._run(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
     def _full(self) -> bool:
-        rows = 0
-        longest = 1
-        for job in self._jobs:
-            for n in job.lengths[job.taken :]:
-                rows += 1
-                longest = max(longest, n)
-                if rows >= self.max_rows:
-                    return True
-                if self.batch_tokens is not None and rows * longest >= self.batch_tokens:
-                    return True
-        return False
+        if len(self._items) >= self.max_rows:
+            return True
+        if self.batch_tokens is None:
+            return False
+        return sum(item.length for item in self._items) >= self.batch_tokens
 
-    def _take(self, free: int) -> list[tuple[_Job, int, int]]:
-        """Texts for one batch: FIFO, within the token budget and ``max_rows``, and no more
-        than a fair share of the queue when several slots are free."""
-        share = max(1, math.ceil(self._queued / max(1, free)))
-        limit = min(self.max_rows, share)
-        parts: list[tuple[_Job, int, int]] = []
-        rows = 0
+    def _take(self, free: int) -> list[_Item]:
+        """The oldest waiting text and those closest to it in length, within the token budget,
+        ``max_rows``, and a fair share of the queue per free slot."""
+        while self._items and self._items[0].job.future.done():
+            self._items.popleft()  # the client went away
+        if not self._items:
+            return []
+        limit = min(self.max_rows, math.ceil(len(self._items) / max(1, free)))
+        window = itertools.islice(self._items, 0, self.max_rows * WINDOW_BATCHES)
+        live = [item for item in window if not item.job.future.done()]
+        oldest = live[0].length
+        # A stable sort: among texts of one length, the older go first (the oldest is first).
+        live.sort(key=lambda item: abs(item.length - oldest))
+        batch: list[_Item] = []
         longest = 1
-        while self._jobs and rows < limit:
-            job = self._jobs[0]
-            if job.future.done():  # the client went away: skip what is left of it
-                self._jobs.popleft()
-                self._queued -= len(job.texts) - job.taken
-                continue
-            start = end = job.taken
-            while end < len(job.texts) and rows < limit:
-                n = max(1, job.lengths[end])
-                if (
-                    rows
-                    and self.batch_tokens is not None
-                    and (rows + 1) * max(longest, n) > self.batch_tokens
-                ):
-                    break
-                longest = max(longest, n)
-                rows += 1
-                end += 1
-            if end == start:
+        for item in live:
+            if len(batch) >= limit:
                 break
-            parts.append((job, start, end))
-            job.taken = end
-            job.pending += 1
-            self._queued -= end - start
-            if end == len(job.texts):
-                self._jobs.popleft()
-            else:
-                break  # the budget is full
-        return parts
+            padded = (len(batch) + 1) * max(longest, item.length)
+            if batch and self.batch_tokens is not None and padded > self.batch_tokens:
+                continue  # too long beside the others; a shorter one may still fit
+            batch.append(item)
+            longest = max(longest, item.length)
+        taken = {id(item) for item in batch}
+        self._items = deque(
+            item for item in self._items if id(item) not in taken and not item.job.future.done()
+        )
+        return batch
 
-    async def _run(self, parts: list[tuple[_Job, int, int]], texts: list[str], tokens: int) -> None:
+    async def _run(self, batch: list[_Item]) -> None:
         loop = asyncio.get_running_loop()
+        texts = [item.job.texts[item.index] for item in batch]
         try:
             if self.on_batch is not None:
-                self.on_batch(len(texts), tokens)
+                self.on_batch(len(texts), sum(item.length for item in batch))
             vectors = await loop.run_in_executor(self._pool, self.embedder.embed, texts)
             error: BaseException | None = None
         except Exception as exc:  # handed to the requests of this batch
@@ -212,18 +210,14 @@ class Batcher:
         finally:
             self._free += 1
             self._freed.set()
-        offset = 0
-        for job, start, end in parts:
-            job.pending -= 1
-            rows = slice(offset, offset + end - start)
-            offset += end - start
+        for row, item in enumerate(batch):
+            job = item.job
             if job.future.done():
                 continue
             if error is not None or vectors is None:
                 job.future.set_exception(error or RuntimeError("no vectors"))
                 continue
-            if job.vectors is None:
-                job.vectors = np.empty((len(job.texts), vectors.shape[1]), dtype=np.float32)
-            job.vectors[start:end] = vectors[rows]
-            if job.pending == 0 and job.taken == len(job.texts):
+            job.vectors[item.index] = vectors[row]
+            job.left -= 1
+            if job.left == 0:
                 job.future.set_result(job.vectors)
