@@ -56,28 +56,36 @@ class Client:
         self._writer: asyncio.StreamWriter | None = None
 
     async def post(self, body: dict[str, Any]) -> None:
-        if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port)
-        assert self._reader is not None
         data = json.dumps(body).encode()
         head = (
             f"POST {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Authorization: Bearer {self.token}\r\nContent-Length: {len(data)}\r\n\r\n"
-        )
-        self._writer.write(head.encode() + data)
-        status = await self._reader.readline()
+        ).encode()
+        for _ in range(2):  # a connection idle past the server's keep-alive is closed: reopen
+            if self._writer is None:
+                self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port)
+            assert self._reader is not None
+            self._writer.write(head + data)
+            status = await self._reader.readline()
+            if status:
+                break
+            self.close()
+        reader = self._reader
+        if reader is None:
+            raise RuntimeError("the server closed the connection twice")
         length = 0
-        while (line := await self._reader.readline()) not in (b"\r\n", b""):
+        while (line := await reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.decode().partition(":")
             if name.lower() == "content-length":
                 length = int(value)
-        await self._reader.readexactly(length)
+        await reader.readexactly(length)
         if b" 200 " not in status:
             raise RuntimeError(f"HTTP answer {status!r}")
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+        self._reader = self._writer = None
 
 
 def _body(text: str) -> dict[str, Any]:

@@ -70,7 +70,7 @@ def serve(
 ) -> None:
     """Serve the model over HTTP: OpenAI-compatible /v1/embeddings, search and writes.
 
-    API docs at /docs. SIGTERM lets in-flight requests finish, then exits (143).
+    API docs at /docs. SIGTERM lets in-flight requests finish, then exits 0.
     """
     import uvicorn
 
