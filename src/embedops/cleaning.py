@@ -123,20 +123,27 @@ class CleanOptions:
         normalize: Unicode NFKC and whitespace normalisation.
         strip_markup: remove HTML tags, decode HTML entities (also AG News style ``#36;``),
             and replace stray backslashes with spaces.
+        max_chars: cut longer texts to this many characters before cleaning (``None``: no
+            cut). The model reads only its first ``max_tokens`` tokens; a text far longer
+            costs time and memory for nothing (a 50 MB text: 61 s and 7 GB). The processor
+            sets ``max_tokens * CHARS_PER_TOKEN``, far more than the tokens kept need.
     """
 
     normalize: bool = True
     strip_markup: bool = True
+    max_chars: int | None = None
 
 
 class CleanRow(NamedTuple):
-    """A record ready to embed (a named tuple: one is made per input row)."""
+    """A record ready to embed (a named tuple: one is made per input row). ``cut``: the text
+    was longer than ``CleanOptions.max_chars`` and was cut (it counts as truncated)."""
 
     row: int
     id: str
     text: str
     content_hash: str
     metadata: dict[str, Any]
+    cut: bool = False
 
 
 @dataclass(frozen=True)
@@ -192,6 +199,9 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 CONTROL_CHARS, MARKUP, NORMALIZED = 1, 2, 4  # what ``clean`` changed, as bit flags
+# Characters kept per model token when a long text is cut before cleaning: a token is 4-5
+# characters of prose; markup and runs of spaces removed by cleaning leave room to spare.
+CHARS_PER_TOKEN = 64
 
 
 def clean_text(text: str, options: CleanOptions, stats: CleanStats) -> str:
@@ -357,8 +367,10 @@ class Cleaner:
                 return reject(
                     Reason.INVALID_ID, f"field {spec.id_field!r} is not valid UTF-8", None
                 )
-            first = self._seen.setdefault(item_id, row)
-            if first != row:
+            # A row rejected for its own content does not claim its id: the first valid
+            # occurrence wins (checked last, below).
+            first = self._seen.get(item_id)
+            if first is not None:
                 return reject(
                     Reason.DUPLICATE_ID, f"id {item_id!r} already used by row {first}", item_id
                 )
@@ -387,14 +399,20 @@ class Cleaner:
             raw_text = outcome
         if not raw_text.strip():
             return reject(Reason.EMPTY_TEXT, "text is empty or whitespace only", item_id)
+        max_chars = self.options.max_chars
+        cut = max_chars is not None and len(raw_text) > max_chars
+        if cut:
+            raw_text = raw_text[:max_chars]
         text, changed = clean(raw_text, self.options.normalize, self.options.strip_markup)
         if not text.strip():
             return reject(Reason.EMPTY_TEXT, "text is empty after cleaning", item_id)
         self.stats.count(changed)
+        if spec.id_field is not None:
+            self._seen[item_id] = row
         metadata = (
             {name: _metadata_value(columns[name][i]) for name in spec.keep} if spec.keep else {}
         )
-        return CleanRow(row, item_id, text, content_hash(text), metadata)
+        return CleanRow(row, item_id, text, content_hash(text), metadata, cut)
 
     def _template_text(
         self,

@@ -13,7 +13,7 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -23,6 +23,9 @@ from rich.table import Table
 from embedops.config import Settings
 from embedops.errors import ConfigError, EmbedopsError
 from embedops.logs import configure_logging
+
+if TYPE_CHECKING:
+    from embedops.pipeline import RunReport
 
 app = typer.Typer(
     name="embedops",
@@ -37,19 +40,19 @@ err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 StoreOpt = Annotated[
-    Path | None,
-    typer.Option("--store", help="Store directory [env: EMBEDOPS_STORE; default ./.embedops]."),
+    str | None,
+    typer.Option("--store", help="Store directory (env EMBEDOPS_STORE; default ./.embedops)."),
 ]
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", help="Model alias, directory or cached HF id [env: EMBEDOPS_MODEL]."),
+    typer.Option("--model", help="Model alias, directory or cached HF id (env EMBEDOPS_MODEL)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 BackendOpt = Annotated[
     str | None,
     typer.Option(
         "--backend",
-        help="torch, onnx, onnx-int8 or static [env: EMBEDOPS_BACKEND; default onnx].",
+        help="torch, onnx, onnx-int8 or static (env EMBEDOPS_BACKEND; default onnx).",
     ),
 ]
 
@@ -59,14 +62,16 @@ class _State:
 
 
 def _settings(
-    store: Path | None, model: str | None, backend: str | None = None, **extra: Any
+    store: str | None, model: str | None, backend: str | None = None, **extra: Any
 ) -> Settings:
-    values: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
-    if store is not None:
-        values["store"] = store
-    if model is not None:
+    # An empty value means unset, as for the EMBEDOPS_* variables (--model "" is not the
+    # current directory).
+    values: dict[str, Any] = {k: v for k, v in extra.items() if v is not None and v != ""}
+    if store:
+        values["store"] = Path(store)
+    if model:
         values["model"] = model
-    if backend is not None:
+    if backend:
         values["backend"] = backend
     try:
         return Settings(**values)
@@ -87,9 +92,16 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated
 
 
-def _guard(action: Callable[[], T]) -> T:
+def _guard(
+    action: Callable[[], T],
+    *,
+    run: Callable[[], RunReport | None] | None = None,
+    json_out: bool = False,
+) -> T:
     """Run a command body; turn embedops errors into one line and an exit code, and Ctrl-C
-    or SIGTERM into a clean stop (exit 130 or 143)."""
+    or SIGTERM into a clean stop (exit 130 or 143). ``run`` gives the report of the run the
+    command made, if any: a stopped run's line says how many rows it saved (``json_out``:
+    the report goes to stdout too)."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main else None
     try:
@@ -99,12 +111,19 @@ def _guard(action: Callable[[], T]) -> T:
             raise
         err.print(f"error: {exc}", highlight=False, markup=False, style="red")
         raise typer.Exit(exc.exit_code) from None
-    except _Terminated:
-        err.print("terminated")
-        raise typer.Exit(143) from None
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, _Terminated)
+        report = run() if run is not None else None
+        line = "terminated" if terminated else "interrupted"
+        if report is not None:
+            line += (
+                f": {report.stored:,} rows saved to {report.collection} "
+                f"({report.read:,} read); run the same command again to resume"
+            )
+            if json_out:
+                out.print_json(json.dumps(report.to_dict()))
+        err.print(line, highlight=False, markup=False)
+        raise typer.Exit(143 if terminated else 130) from None
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
@@ -137,7 +156,7 @@ def embed(
         str | None, typer.Option(help="Text from several fields, e.g. '{title}. {body}'.")
     ] = None,
     id_field: Annotated[
-        str | None, typer.Option(help="Field holding the id [default: 1-based row number].")
+        str | None, typer.Option(help="Field holding the id (default: the 1-based row number).")
     ] = None,
     keep: Annotated[str | None, typer.Option(help="Fields to store as metadata: a,b,c.")] = None,
     columns: Annotated[
@@ -186,6 +205,7 @@ def embed(
             processes=processes,
         )
         with EmbeddingProcessor(settings=settings) as processor:
+            started.append(processor)
             report = processor.process(
                 source,
                 collection=collection,
@@ -216,7 +236,8 @@ def embed(
                 f"quarantine: {report.quarantine_path} ({reasons})", highlight=False, markup=False
             )
 
-    _guard(run)
+    started: list[EmbeddingProcessor] = []
+    _guard(run, run=lambda: started[0].last_report if started else None, json_out=json_out)
 
 
 def _print_hits(hits: list[tuple[str, float]], json_out: bool, title: str) -> None:

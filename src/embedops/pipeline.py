@@ -35,6 +35,7 @@ from embedops.cleaning import (
 )
 from embedops.errors import MemoryPressure, ModelError
 from embedops.models.base import Embedder
+from embedops.signals import deferred_signals
 from embedops.sources import Source
 from embedops.store import Writer
 
@@ -64,6 +65,9 @@ class RunReport:
         quarantined: rows written to the quarantine file; ``reasons`` counts them by reason.
         truncated: embedded rows whose text exceeded the model's token limit.
         cleaned: rows changed by each cleaning step.
+        stored: rows this run committed to the table (after a failure or Ctrl-C: what was
+            kept; a re-run skips them).
+        status: ``running``, ``finished``, ``interrupted`` (Ctrl-C, SIGTERM) or ``failed``.
     """
 
     source: str
@@ -82,6 +86,8 @@ class RunReport:
     batches: int = 0
     seconds: float = 0.0
     rows_per_second: float = 0.0
+    stored: int = 0
+    status: str = "running"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,7 +191,12 @@ class Prefetch(Generic[T]):
         self._stop.set()
 
     def join(self) -> None:
-        self._thread.join(timeout=10)
+        """Wait for the thread (it stops at its next item once stopped). A reader still
+        inside pyarrow when the process exits could be torn down mid-call, so this waits
+        long, and says so if even that was not enough."""
+        self._thread.join(timeout=60)
+        if self._thread.is_alive():
+            logger.warning("the %s thread did not stop within 60 s", self._thread.name)
 
     def _put(self, item: object) -> bool:
         while not self._stop.is_set():
@@ -248,6 +259,25 @@ class Run:
     def execute(self) -> RunReport:
         started = time.perf_counter()
         report = self.report
+        try:
+            self._execute()
+        except KeyboardInterrupt:
+            report.status = "interrupted"
+            raise
+        except BaseException:
+            report.status = "failed"
+            raise
+        else:
+            report.status = "finished"
+        finally:
+            self._summarise()
+            report.seconds = round(time.perf_counter() - started, 3)
+            report.rows_per_second = (
+                round(report.read / report.seconds, 1) if report.seconds else 0.0
+            )
+        return report
+
+    def _execute(self) -> None:
         with (
             self.writer.lock(),
             ThreadPoolExecutor(
@@ -272,11 +302,13 @@ class Run:
                     self.writer.flush()
                 except BaseException:
                     # Keep the rows embedded before the failure (a re-run skips them); an error
-                    # of this commit must not hide the first one.
-                    try:
-                        self.writer.flush()
-                    except Exception:
-                        logger.exception("could not store the rows embedded before the failure")
+                    # of this commit must not hide the first one. A second Ctrl-C or SIGTERM
+                    # waits for this commit, then is dropped: the run is stopping already.
+                    with deferred_signals("saving the rows embedded so far", redeliver=False):
+                        try:
+                            self.writer.flush()
+                        except Exception:
+                            logger.exception("could not store the rows embedded before the failure")
                     raise
                 finally:
                     for stage in (windows, rows):
@@ -287,6 +319,10 @@ class Run:
                 self.quarantine.close()
                 if self.progress:
                     self.progress.stop()
+
+    def _summarise(self) -> None:
+        """Fill the report's totals (also after a failure: the CLI prints what was kept)."""
+        report = self.report
         stats = self.cleaner.stats
         report.cleaned = {
             "markup": stats.markup,
@@ -295,9 +331,7 @@ class Run:
         }
         report.reasons = dict(sorted(self.quarantine.reasons.items()))
         report.quarantine_path = str(self.quarantine.path) if self.quarantine.count else None
-        report.seconds = round(time.perf_counter() - started, 3)
-        report.rows_per_second = round(report.read / report.seconds, 1) if report.seconds else 0.0
-        return report
+        report.stored = self.writer.committed
 
     def _tick(self, in_flight: int = 0) -> None:
         """Report progress: rows finished, and the source position scaled to match."""
@@ -340,6 +374,10 @@ class Run:
         # Rows with one hash have one text; the dict keeps the order of first occurrence.
         texts = {row.content_hash: row.text for row in rows}
         lengths = dict(zip(texts, self.embedder.count_tokens(list(texts.values())), strict=True))
+        over = self.embedder.spec.max_tokens + 1
+        for row in rows:
+            if row.cut:  # cut by characters before cleaning: longer than the model reads
+                lengths[row.content_hash] = max(lengths[row.content_hash], over)
         return Window(rows, texts, lengths)
 
     def _flush(self, window: Window) -> None:

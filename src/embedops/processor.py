@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -13,9 +14,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from embedops.batching import embed_in_batches
-from embedops.cleaning import CleanOptions, CleanStats, FieldSpec, QuarantineWriter, clean_text
-from embedops.config import Settings
-from embedops.errors import ConfigError
+from embedops.cleaning import (
+    CHARS_PER_TOKEN,
+    CleanOptions,
+    CleanStats,
+    FieldSpec,
+    QuarantineWriter,
+    clean_text,
+)
+from embedops.config import Settings, bounded_to_cores
+from embedops.errors import ConfigError, EmbedopsError
 from embedops.models.base import Embedder
 from embedops.models.loader import BACKENDS, backend_of, load_embedder
 from embedops.models.processes import ProcessPoolEmbedder
@@ -57,7 +65,8 @@ class EmbeddingProcessor:
         settings: Settings | None = None,
     ) -> None:
         self.settings = settings or Settings()
-        self.store_path = Path(store) if store is not None else self.settings.store
+        # An empty value means unset, as for the EMBEDOPS_* variables.
+        self.store_path = Path(store) if store not in (None, "") else self.settings.store
         self.model = model or self.settings.model
         # An injected embedder brings its own backend (for its batching defaults).
         known = backend_of(embedder.spec) if embedder is not None else None
@@ -65,6 +74,7 @@ class EmbeddingProcessor:
         self._embedder = embedder
         self._injected = embedder is not None
         self._store: VectorStore | None = None
+        self.last_report: RunReport | None = None  # of the last ``process``, also a failed one
 
     def __enter__(self) -> EmbeddingProcessor:
         self.open()
@@ -95,9 +105,13 @@ class EmbeddingProcessor:
     def embedder(self) -> Embedder:
         """The active backend (resolved on first use; weights load on first embed)."""
         if self._embedder is None:
-            processes = self.settings.processes
+            processes = bounded_to_cores("processes", self.settings.processes)
             cores = os.cpu_count() or 1
-            threads = self.settings.threads or max(1, cores // (self.workers * processes))
+            threads = (
+                bounded_to_cores("threads", self.settings.threads)
+                if self.settings.threads
+                else max(1, cores // (self.workers * processes))
+            )
             embedder = load_embedder(
                 self.model, self.backend, cache_dir=self.settings.cache_dir, threads=threads
             )
@@ -117,7 +131,7 @@ class EmbeddingProcessor:
     def workers(self) -> int:
         """Inference batches at once: the setting, else one per core where the backend gains."""
         if self.settings.workers is not None:
-            return self.settings.workers
+            return bounded_to_cores("workers", self.settings.workers)
         info = BACKENDS.get(self.backend)
         parallel = info is not None and info.parallel_batches and not self._injected
         return (os.cpu_count() or 1) if parallel else 1
@@ -201,6 +215,11 @@ class EmbeddingProcessor:
         )
         spec.check(opened.fields, opened.path, all_fields=opened.format is not SourceFormat.JSONL)
         embedder = self.embedder
+        clean = CleanOptions(
+            normalize=normalize,
+            strip_markup=strip_markup,
+            max_chars=embedder.spec.max_tokens * CHARS_PER_TOKEN,
+        )
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         report = RunReport(
             source=str(opened.path),
@@ -211,7 +230,7 @@ class EmbeddingProcessor:
         run = Run(
             source=opened,
             spec=spec,
-            clean=CleanOptions(normalize=normalize, strip_markup=strip_markup),
+            clean=clean,
             embedder=embedder,
             writer=self.store.writer(collection, embedder.spec.version, embedder.spec.dim),
             quarantine=QuarantineWriter(
@@ -226,7 +245,18 @@ class EmbeddingProcessor:
             ),
             progress=progress,
         )
-        result = run.execute()
+        self.last_report = report
+        try:
+            result = run.execute()
+        except EmbedopsError as exc:
+            if report.stored:
+                # Say what was kept (a late bad row must not look like a lost run).
+                exc.args = (
+                    f"{exc} ({report.stored:,} rows embedded before this were stored in "
+                    f"{collection!r}; after fixing it, run the same command again: it "
+                    "resumes where this run stopped)",
+                )
+            raise
         logger.info(
             "run done: read=%d embedded=%d unchanged=%d quarantined=%d in %.1fs",
             result.read,
@@ -251,12 +281,20 @@ class EmbeddingProcessor:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise ConfigError(f"embed() takes texts; item {i} is {type(text).__name__}")
+        # The model reads max_tokens tokens: a text far longer is cut by characters first
+        # (tokenising 10 MB took 8.7 s and 1.4 GB for 256 tokens kept).
+        cut = self.embedder.spec.max_tokens * CHARS_PER_TOKEN
+        texts = [text[:cut] for text in texts]
         max_rows = 1024 if self.batch_tokens is not None else 8192
         return embed_in_batches(self.embedder, texts, self.batch_tokens, max_rows, self.workers)
 
     def similarity(self, a: str, b: str) -> float:
-        """Cosine similarity of two texts."""
-        vectors = self.embed([a, b])
+        """Cosine similarity of two texts, each cleaned as stored texts are.
+
+        Raises:
+            ConfigError: a text is not a string, or is empty after cleaning.
+        """
+        vectors = self.embed([_query_text(a, "a"), _query_text(b, "b")])
         return float(np.dot(vectors[0], vectors[1]))
 
     def _collection(self, collection: str) -> Collection:
@@ -266,10 +304,15 @@ class EmbeddingProcessor:
         """Stored vectors of ``ids``, in the order asked.
 
         Raises:
+            ConfigError: ``ids`` is not a list of ids.
             CollectionNotFound: the collection has no table for this model version.
             ItemNotFound: an id is not stored.
         """
-        return self._collection(collection).vectors([str(i) for i in ids])
+        if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
+            raise ConfigError(
+                f"ids takes a list of ids, e.g. ids=[{ids!r}]; got {type(ids).__name__}"
+            )
+        return self._collection(collection).vectors([_item_id(i, "ids") for i in ids])
 
     def most_similar(
         self, collection: str, *, item_id: str, k: int = 10
@@ -280,18 +323,23 @@ class EmbeddingProcessor:
             ``[(id, cosine), ...]``, best first.
         """
         _check_k(k)
+        wanted = _item_id(item_id, "item_id")
         table = self._collection(collection)
-        vector = table.vectors([str(item_id)])[0]
-        return table.nearest(vector, k, exclude=str(item_id))
+        vector = table.vectors([wanted])[0]
+        return table.nearest(vector, k, exclude=wanted)
 
     def search(self, collection: str, query: str, *, k: int = 10) -> list[tuple[str, float]]:
         """The ``k`` stored items closest to a free-text query, as ``[(id, cosine), ...]``.
 
         The query is cleaned like stored texts (markup, control characters, NFKC).
+
+        Raises:
+            ConfigError: the query is not a string or is empty after cleaning, or ``k`` is
+                not a whole number from 1 up.
         """
         _check_k(k)
+        text = _query_text(query, "query")
         table = self._collection(collection)
-        text = clean_text(query, CleanOptions(), CleanStats()) or query
         return table.nearest(self.embed([text])[0], k)
 
 
@@ -299,5 +347,27 @@ MAX_K = 2**31 - 1  # LanceDB takes the limit as a 32-bit integer
 
 
 def _check_k(k: int) -> None:
-    if not 1 <= k <= MAX_K:
-        raise ConfigError(f"k must be between 1 and {MAX_K:,}, got {k}")
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= MAX_K:
+        raise ConfigError(f"k must be a whole number between 1 and {MAX_K:,}, got {k!r}")
+
+
+def _item_id(value: object, name: str) -> str:
+    """An id as stored: a string or a whole number, trimmed as ids are on read."""
+    if isinstance(value, bool) or not isinstance(value, str | numbers.Integral):
+        raise ConfigError(f"{name} takes item ids (strings), got {type(value).__name__}")
+    item_id = str(value).strip()
+    if not item_id:
+        raise ConfigError(f"{name} holds an empty id; give the id of a stored item")
+    return item_id
+
+
+def _query_text(text: object, name: str) -> str:
+    """``text`` cleaned as stored texts are; a ``ConfigError`` naming ``name`` if it is not a
+    string or nothing is left of it."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{name} must be a text (str), got {type(text).__name__}")
+    cleaned = clean_text(text, CleanOptions(), CleanStats())
+    if not cleaned.strip():
+        why = "empty" if not text.strip() else "empty after cleaning (markup or whitespace only)"
+        raise ConfigError(f"{name} {text!r} is {why}; give a text with words in it")
+    return cleaned

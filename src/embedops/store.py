@@ -8,19 +8,24 @@ writer per table: concurrent ``merge_insert`` can duplicate keys).
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
+import os
 import re
+import socket
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
 from embedops.errors import CollectionNotFound, ConfigError, ItemNotFound, StoreError
+from embedops.signals import deferred_signals
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +126,12 @@ class VectorStore:
         table = self._open(name)
         if table is None:
             others = [v for v in self.versions(collection) if v != model_version]
+            writer = self.writing(name)
+            if writer is not None:
+                raise CollectionNotFound(
+                    f"the first rows of collection {collection!r} are still being written "
+                    f"({writer}); try again when that run has stored them"
+                )
             hint = (
                 f"it exists for model versions {', '.join(others)}; use the same model"
                 if others
@@ -154,6 +165,25 @@ class VectorStore:
 
     def _create(self, name: str, data: pa.Table) -> Any:
         return self._connect().create_table(name, data)
+
+    def lock_path(self, name: str) -> Path:
+        """The writer lock file of table ``name``."""
+        return self.path / f".{name}.lock"
+
+    def writing(self, name: str) -> str | None:
+        """Who holds the writer lock of table ``name`` (see ``Writer.lock``), or ``None``."""
+        path = self.lock_path(name)
+        try:
+            fh = path.open("r")
+        except OSError:
+            return None
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _describe_holder(fh)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        return None
 
 
 class Collection:
@@ -245,6 +275,7 @@ class Writer:
         self.model_version = model_version
         self.dim = dim
         self.commit_rows = commit_rows or COMMIT_ROWS
+        self.committed = 0  # rows this writer has committed
         self._table = table
         self._pending: list[pa.Table] = []
 
@@ -260,10 +291,11 @@ class Writer:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the table's exclusive writer lock; fail at once if another process has it."""
-        path = self.store.path / f".{self.name}.lock"
+        """Hold the table's exclusive writer lock; fail at once if another writer has it,
+        naming that writer (pid, host, since when)."""
+        path = self.store.lock_path(self.name)
         try:
-            fh = path.open("w")
+            fh = path.open("a+")  # not "w": that would erase the holder's name
         except OSError as exc:
             raise StoreError(
                 f"cannot open the lock file {path} ({exc}); check that the store folder "
@@ -274,12 +306,18 @@ class Writer:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
                 raise StoreError(
-                    f"another process is writing {self.name} in {self.store.path}; "
+                    f"{_describe_holder(fh)} is writing {self.name} in {self.store.path}; "
                     "wait for it to finish, then run again"
                 ) from exc
             try:
+                fh.seek(0)
+                fh.truncate()
+                fh.write(json.dumps(_holder_info()) + "\n")
+                fh.flush()
                 yield
             finally:
+                fh.seek(0)
+                fh.truncate()
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def write(
@@ -321,12 +359,15 @@ class Writer:
             if self._table is None:  # nothing stored yet, so nothing to replace
                 self._gather(data)
                 return
-            (
-                self._table.merge_insert("id")
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute(data.filter(pa.array(mask)))
-            )
+            replaced = data.filter(pa.array(mask))
+            with deferred_signals(f"saving {replaced.num_rows:,} rows to {self.name}"):
+                (
+                    self._table.merge_insert("id")
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .execute(replaced)
+                )
+                self.committed += replaced.num_rows
             if not mask.all():
                 self._gather(data.filter(pa.array(~mask)))
         except _ARROW_ERRORS as exc:
@@ -336,19 +377,24 @@ class Writer:
 
     def flush(self) -> None:
         """Commit the gathered rows, in one commit (nothing to do when none are); the first
-        commit creates the table."""
+        commit creates the table. Ctrl-C and SIGTERM wait while it runs (see ``signals``)."""
         if not self._pending:
             return
-        pending, self._pending = self._pending, []
+        rows = self._pending_rows
         try:
-            if self._table is None:
-                data = pa.concat_tables(pending, promote_options="permissive")
-                self._table = self.store._create(self.name, _as_new_table(data))
-            else:
-                self._table.add(pa.concat_tables(pending))
+            with deferred_signals(f"saving {rows:,} rows to {self.name}"):
+                if self._table is None:
+                    data = pa.concat_tables(self._pending, promote_options="permissive")
+                    self._table = self.store._create(self.name, _as_new_table(data))
+                else:
+                    self._table.add(pa.concat_tables(self._pending))
+                self._pending = []
+                self.committed += rows
         except _ARROW_ERRORS as exc:
+            self._pending = []  # rows that do not fit would fail every later commit too
             raise self._misfit(exc) from exc
         except _WRITE_ERRORS as exc:
+            self._pending = []  # a full disk: the rows are lost to this run, not stored
             raise self._unwritable(exc) from exc
 
     def _gather(self, data: pa.Table) -> None:
@@ -377,6 +423,32 @@ class Writer:
             f"cannot write table {self.name} in store {self.store.path} ({message}); {advice} "
             "(rows committed before are kept, and a re-run skips them)"
         )
+
+
+def _holder_info() -> dict[str, Any]:
+    """Who this writer is, written into the lock file it holds."""
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "thread": threading.get_ident(),
+        "since": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _describe_holder(fh: IO[str]) -> str:
+    """The writer named in a held lock file: 'another writer (pid 12, host a, since ...)';
+    'another writer in this process' when it is a thread of this one."""
+    try:
+        fh.seek(0)
+        info = json.loads(fh.read() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict) or "pid" not in info:
+        return "another writer"
+    pid, host, since = info.get("pid"), info.get("host"), info.get("since")
+    if pid == os.getpid() and host == socket.gethostname():
+        return f"another writer in this process (a thread, since {since})"
+    return f"another writer (pid {pid} on {host}, since {since})"
 
 
 def _one_line(exc: Exception) -> str:
