@@ -250,7 +250,9 @@ def test_help_texts_show_their_defaults() -> None:
 def test_a_json_error_reads_as_one_sentence(tmp_path: Path) -> None:
     source = tmp_path / "bad.jsonl"
     source.write_text('{"id": "1", "text": "ok"}\n{"id": "2", "text": "unterminated}')
-    with EmbeddingProcessor(store=tmp_path / "s", embedder=FakeEmbedder()) as p:
-        with pytest.raises(InvalidFormat) as caught:
-            p.process(source, collection="c", id_field="id", text_field="text")
+    with (
+        EmbeddingProcessor(store=tmp_path / "s", embedder=FakeEmbedder()) as p,
+        pytest.raises(InvalidFormat) as caught,
+    ):
+        p.process(source, collection="c", id_field="id", text_field="text")
     assert "line 2: not valid JSON (Unterminated string starting at column 21)" in str(caught.value)

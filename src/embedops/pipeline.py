@@ -33,7 +33,8 @@ from embedops.cleaning import (
     QuarantineWriter,
     Reason,
 )
-from embedops.errors import MemoryPressure, ModelError
+from embedops.embedding import ZERO_VECTOR, embed_with_retry
+from embedops.errors import ModelError
 from embedops.models.base import Embedder
 from embedops.signals import deferred_signals
 from embedops.sources import Source
@@ -141,8 +142,6 @@ class Window:
 
 
 _DONE = object()
-# Why a text whose vector is zero is quarantined (a static model knows none of its tokens).
-ZERO_VECTOR = "the model returned a zero vector (it knows no token of the text)"
 
 
 class Prefetch(Generic[T]):
@@ -472,52 +471,12 @@ class Run:
         return vectors, failed
 
     def _embed(self, texts: Sequence[str]) -> tuple[NDArray[np.float32], dict[int, str]]:
-        """Embed ``texts``: their vectors, and ``index -> error`` for the texts that failed
-        (their rows are zeros). On MemoryError halve the batch; on other errors find the bad
-        rows by halving."""
-        try:
-            matrix = self.embedder.embed(texts)
-        except MemoryError as exc:
-            if len(texts) == 1:
-                raise MemoryPressure(
-                    f"out of memory embedding a single text even after halving the batch; "
-                    f"lower --batch-tokens (now {self.options.batch_tokens or 'none'}) "
-                    "or free memory"
-                ) from exc
-            logger.warning("MemoryError on a batch of %d texts; halving it", len(texts))
-            return self._halves(texts)
-        except (ValueError, RuntimeError) as exc:
-            if len(texts) == 1:
-                return np.zeros((1, self.embedder.spec.dim), dtype=np.float32), {
-                    0: f"{type(exc).__name__}: {exc}"
-                }
-            return self._halves(texts)
-        matrix = np.asarray(matrix, dtype=np.float32)
-        if matrix.shape != (len(texts), self.embedder.spec.dim):
-            raise ModelError(
-                f"the model returned an array of shape {matrix.shape} for {len(texts)} texts "
-                f"(expected ({len(texts)}, {self.embedder.spec.dim})); check the backend"
-            )
-        finite = np.asarray(np.isfinite(matrix).all(axis=1))
-        # A zero vector: a static model knows no token of the text (emoji only, say). Stored,
-        # it would match nothing and count as embedded.
-        zero = ~matrix.any(axis=1)
-        bad = np.flatnonzero(~finite | zero)
-        if not bad.size:
-            return matrix, {}
-        matrix = matrix.copy()
-        matrix[bad] = 0.0
-        return matrix, {
-            int(i): "the model returned a non-finite vector" if not finite[i] else ZERO_VECTOR
-            for i in bad
-        }
-
-    def _halves(self, texts: Sequence[str]) -> tuple[NDArray[np.float32], dict[int, str]]:
-        mid = len(texts) // 2
-        first, first_errors = self._embed(texts[:mid])
-        second, second_errors = self._embed(texts[mid:])
-        errors = first_errors | {mid + i: error for i, error in second_errors.items()}
-        return np.concatenate([first, second]), errors
+        """Embed ``texts`` (see ``embedding.embed_with_retry``)."""
+        return embed_with_retry(
+            self.embedder,
+            texts,
+            budget_hint=f"lower --batch-tokens (now {self.options.batch_tokens or 'none'})",
+        )
 
 
 def quarantine_path(store: Path, collection: str, stamp: str) -> Path:
