@@ -92,6 +92,7 @@ def test_keep_metadata_and_row_layout(
         "vector",
         "text",
         "content_hash",
+        "meta_hash",
         "model_version",
         "updated_at",
         "cat",

@@ -17,6 +17,7 @@ import re
 import string
 import threading
 import unicodedata
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,8 +25,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+import numpy as np
+
 from embedops.errors import ConfigError, MissingField, StoreError
 from embedops.sources import SourceBatch
+from embedops.state import IdSet, Scratch, hash64
 
 logger = logging.getLogger(__name__)
 
@@ -300,35 +304,88 @@ def content_hash(text: str) -> str:
 
 
 class Cleaner:
-    """Validates and cleans the batches of one input; remembers ids to find duplicates.
+    """Validates and cleans the batches of one input; finds duplicate ids.
+
+    Ids seen are kept as 64-bit hashes in sorted files on disk (``state.IdSet``), not in a
+    dict of every id: memory stays flat however long the input.
 
     Args:
         spec: which fields to use.
         options: cleaning switches.
+        seen: where the run keeps its seen ids (default: a temporary folder of its own,
+            removed when the cleaner is).
     """
 
-    def __init__(self, spec: FieldSpec, options: CleanOptions) -> None:
+    def __init__(self, spec: FieldSpec, options: CleanOptions, seen: IdSet | None = None) -> None:
         self.spec = spec
         self.options = options
         self.stats = CleanStats()
-        self._seen: dict[str, int] = {}
+        if seen is None:
+            scratch = Scratch()
+            weakref.finalize(self, scratch.close)
+            seen = IdSet(scratch.folder("seen"))
+        self._seen = seen
 
     def clean(self, batch: SourceBatch) -> tuple[list[CleanRow], list[QuarantineRecord]]:
-        """Split one batch into rows to embed and rows to quarantine."""
+        """Split one batch into rows to embed and rows to quarantine. A row rejected for its
+        own content claims no id: the first valid occurrence of an id wins."""
         spec = self.spec
         columns = {name: batch.values(name) for name in batch.records.schema.names}
         for name in (*spec.text_fields, *spec.keep, *([spec.id_field] if spec.id_field else [])):
             if name not in columns:
                 columns[name] = [None] * batch.num_rows
         good: list[CleanRow] = []
+        where: list[int] = []  # each good row's index in the batch
         bad: list[QuarantineRecord] = []
         for i in range(batch.num_rows):
             outcome = self._clean_record(batch.first_row + i, i, columns)
             if type(outcome) is CleanRow:
                 good.append(outcome)
+                where.append(i)
             else:
                 bad.append(outcome)  # type: ignore[arg-type]
+        if spec.id_field is not None and good:
+            good, duplicates = self._first_occurrences(good, where, columns)
+            if duplicates:
+                bad = sorted([*bad, *duplicates], key=lambda record: record.row)
         return good, bad
+
+    def _first_occurrences(
+        self, rows: list[CleanRow], where: list[int], columns: dict[str, list[Any]]
+    ) -> tuple[list[CleanRow], list[QuarantineRecord]]:
+        """``rows`` without the ids seen before (in this batch or an earlier one), and the
+        quarantine records of those."""
+        hashes = hash64([row.id for row in rows])
+        seen, first_rows = self._seen.first_rows(hashes)
+        first = first_rows.copy()
+        _, firsts = np.unique(hashes, return_index=True)
+        new = np.zeros(len(rows), dtype=bool)
+        new[firsts] = True
+        new &= ~seen
+        if not seen.any() and new.all():
+            self._seen.add(hashes, np.fromiter((r.row for r in rows), np.uint64, len(rows)))
+            return rows, []
+        # In-batch repeats point at the row of their first occurrence.
+        owner = {int(h): rows[i].row for i, h in enumerate(hashes) if new[i]}
+        keep: list[CleanRow] = []
+        duplicates: list[QuarantineRecord] = []
+        for i, row in enumerate(rows):
+            if new[i]:
+                keep.append(row)
+                continue
+            earlier = int(first[i]) if seen[i] else owner[int(hashes[i])]
+            values = {name: column[where[i]] for name, column in columns.items()}
+            duplicates.append(
+                QuarantineRecord(
+                    row.row,
+                    row.id,
+                    Reason.DUPLICATE_ID,
+                    f"id {row.id!r} already used by row {earlier}",
+                    values,
+                )
+            )
+        self._seen.add(hashes[new], np.fromiter((r.row for r in keep), np.uint64, len(keep)))
+        return keep, duplicates
 
     def _clean_record(
         self, row: int, i: int, columns: dict[str, list[Any]]
@@ -367,13 +424,6 @@ class Cleaner:
                 return reject(
                     Reason.INVALID_ID, f"field {spec.id_field!r} is not valid UTF-8", None
                 )
-            # A row rejected for its own content does not claim its id: the first valid
-            # occurrence wins (checked last, below).
-            first = self._seen.get(item_id)
-            if first is not None:
-                return reject(
-                    Reason.DUPLICATE_ID, f"id {item_id!r} already used by row {first}", item_id
-                )
 
         if spec.text_field is not None:
             raw_text = columns[spec.text_field][i]
@@ -407,8 +457,6 @@ class Cleaner:
         if not text.strip():
             return reject(Reason.EMPTY_TEXT, "text is empty after cleaning", item_id)
         self.stats.count(changed)
-        if spec.id_field is not None:
-            self._seen[item_id] = row
         metadata = (
             {name: _metadata_value(columns[name][i]) for name in spec.keep} if spec.keep else {}
         )

@@ -185,6 +185,20 @@ def embed(
             "for the static backend (default 1: in this process)."
         ),
     ] = None,
+    delete_missing: Annotated[
+        bool,
+        typer.Option(
+            "--delete-missing", help="The input is a full snapshot: delete stored ids it lacks."
+        ),
+    ] = False,
+    commit_every: Annotated[
+        int | None,
+        typer.Option(
+            "--commit-every",
+            help="Rows per store commit (env EMBEDOPS_COMMIT_ROWS; default 16384): a crash "
+            "re-embeds at most this many rows plus one window.",
+        ),
+    ] = None,
     store: StoreOpt = None,
     model: ModelOpt = None,
     backend: BackendOpt = None,
@@ -203,6 +217,7 @@ def embed(
             batch_tokens=batch_tokens,
             workers=workers,
             processes=processes,
+            commit_rows=commit_every,
         )
         with EmbeddingProcessor(settings=settings) as processor:
             started.append(processor)
@@ -217,14 +232,17 @@ def embed(
                 format=format,
                 normalize=normalize,
                 strip_markup=strip_markup,
+                delete_missing=delete_missing,
                 progress=RichProgress(f"embed {source.name}", console=err, enabled=not quiet),
             )
         if json_out:
             out.print_json(json.dumps(report.to_dict()))
             return
         out.print(
-            f"{report.read:,} read: {report.embedded:,} embedded, {report.unchanged:,} "
-            f"unchanged, {report.quarantined:,} quarantined in {report.seconds:.1f}s "
+            f"{report.read:,} read: {report.embedded:,} embedded ({report.inserted:,} new, "
+            f"{report.updated:,} changed), {report.metadata_updated:,} metadata updated, "
+            f"{report.unchanged:,} unchanged, {report.deleted:,} deleted, "
+            f"{report.quarantined:,} quarantined in {report.seconds:.1f}s "
             f"({report.rows_per_second:,.0f} rows/s) -> {report.collection} "
             f"[{report.model_version}]",
             highlight=False,

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Rows sorted by length, embedded and committed together (one store commit).",
     )
+    commit_rows: int = Field(
+        default=16_384,
+        ge=1,
+        le=10_000_000,
+        description="Rows one store commit holds (--commit-every): a crash loses at most this "
+        "many embedded rows plus one window; smaller commits make more table fragments.",
+    )
     cache_size: int = Field(
         default=65536,
         ge=0,

@@ -9,6 +9,8 @@ next commit, not by the input.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import queue
 import threading
@@ -38,6 +40,7 @@ from embedops.errors import ModelError
 from embedops.models.base import Embedder
 from embedops.signals import deferred_signals
 from embedops.sources import Source
+from embedops.state import IdSet, Scratch, StoredState, hash64, hex64
 from embedops.store import Writer
 
 logger = logging.getLogger(__name__)
@@ -56,13 +59,20 @@ class Progress(Protocol):
 
 @dataclass
 class RunReport:
-    """What a run did. Always ``read == embedded + unchanged + quarantined``.
+    """What a run did. Always ``read == inserted + updated + metadata_updated + unchanged +
+    deleted + quarantined``, and ``embedded == inserted + updated``.
 
     Attributes:
         read: records read from the source.
+        inserted: rows of ids not stored before, embedded.
+        updated: rows whose text changed, embedded again.
+        metadata_updated: rows whose kept metadata alone changed, rewritten without embedding.
+        deleted: ids deleted. With ``delete_missing``, each stored id that the input (a full
+            snapshot) lacks is read from the table and counted in ``read`` too, so that the
+            sum above holds; ids of quarantined rows are not deleted.
         embedded: rows written with a fresh vector (``cache_hits`` of them reused the vector of
             an identical text embedded earlier in the run).
-        unchanged: rows already stored with the same content hash, not embedded again.
+        unchanged: rows already stored with the same text and metadata, not embedded again.
         quarantined: rows written to the quarantine file; ``reasons`` counts them by reason.
         truncated: embedded rows whose text exceeded the model's token limit.
         cleaned: rows changed by each cleaning step.
@@ -77,9 +87,13 @@ class RunReport:
     store: str
     quarantine_path: str | None = None
     read: int = 0
-    embedded: int = 0
+    inserted: int = 0
+    updated: int = 0
+    metadata_updated: int = 0
     unchanged: int = 0
+    deleted: int = 0
     quarantined: int = 0
+    embedded: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     cache_hits: int = 0
     truncated: int = 0
@@ -104,6 +118,7 @@ class RunOptions:
     max_batch_rows: int = 1024
     prefetch: int = 2
     workers: int = 1
+    delete_missing: bool = False
 
 
 class VectorCache:
@@ -139,6 +154,30 @@ class Window:
     rows: list[CleanRow]
     texts: dict[str, str]
     lengths: dict[str, int]
+    stored: frozenset[str] = frozenset()  # ids of ``rows`` already in the table
+    metadata: tuple[CleanRow, ...] = ()  # rows whose kept metadata alone changed
+
+
+@dataclass
+class Pending:
+    """Rows read and cleaned that the store must hear of: to embed (``rows``; ``stored``
+    names those already in the table) and whose metadata alone changed (``metadata``)."""
+
+    rows: list[CleanRow] = field(default_factory=list)
+    stored: set[str] = field(default_factory=set)
+    metadata: list[CleanRow] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows) + len(self.metadata)
+
+
+def meta_hash(keep: Sequence[str], metadata: dict[str, Any]) -> str:
+    """A hash of a row's kept fields, names included (so keeping another field changes it);
+    empty when nothing is kept."""
+    if not keep:
+        return ""
+    blob = json.dumps([[name, metadata.get(name)] for name in keep], default=str)
+    return hashlib.blake2b(blob.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 _DONE = object()
@@ -242,7 +281,10 @@ class Run:
         progress: Progress | None = None,
     ) -> None:
         self.source = source
-        self.cleaner = Cleaner(spec, clean)
+        self.scratch = Scratch(writer.store.path / ".scratch")
+        self.seen = IdSet(self.scratch.folder("seen"))
+        self.mentioned = IdSet(self.scratch.folder("mentioned"))  # ids of quarantined rows
+        self.cleaner = Cleaner(spec, clean, self.seen)
         self.embedder = embedder
         self.writer = writer
         self.quarantine = quarantine
@@ -250,7 +292,7 @@ class Run:
         self.options = options
         self.progress = progress
         self.cache = VectorCache(options.cache_size)
-        self._stored: dict[str, str] = {}
+        self._state: StoredState | None = None
         self._position = 0
         self._lock = threading.Lock()
         self._pool: Executor
@@ -269,6 +311,7 @@ class Run:
         else:
             report.status = "finished"
         finally:
+            self.scratch.close()
             self._summarise()
             report.seconds = round(time.perf_counter() - started, 3)
             report.rows_per_second = (
@@ -283,7 +326,7 @@ class Run:
                 max_workers=self.options.workers, thread_name_prefix="embedops-infer"
             ) as self._pool,
         ):
-            self._stored = self.writer.hashes()
+            self._state = self.writer.state(self.scratch.folder("stored"))
             if self.progress:
                 self.progress.start(self.source.total, self.source.unit)
             try:
@@ -299,6 +342,8 @@ class Run:
                         self._flush(window)
                         self._tick()
                     self.writer.flush()
+                    if self.options.delete_missing:
+                        self._delete_missing()  # under the writer's lock, after every write
                 except BaseException:
                     # Keep the rows embedded before the failure (a re-run skips them); an error
                     # of this commit must not hide the first one. A second Ctrl-C or SIGTERM
@@ -337,7 +382,7 @@ class Run:
         if not self.progress:
             return
         r = self.report
-        done = r.embedded + r.unchanged + r.quarantined + in_flight
+        done = r.embedded + r.metadata_updated + r.unchanged + r.quarantined + in_flight
         position = int(self._position * done / r.read) if r.read else 0
         self.progress.update(position, done)
 
@@ -346,30 +391,67 @@ class Run:
         with self._lock:
             self.quarantine.write(records)
             self.report.quarantined += len(records)
+            if self.options.delete_missing:
+                ids = [r.id for r in records if r.id is not None]
+                self.mentioned.add(hash64(ids), np.zeros(len(ids), dtype=np.uint64))
 
-    def _row_windows(self) -> Iterator[list[CleanRow]]:
-        """Read, clean, drop unchanged rows; yield rows to embed, ``sort_window`` at a time."""
+    def _row_windows(self) -> Iterator[Pending]:
+        """Read, clean, sort rows by what the table holds for their ids: unchanged rows are
+        counted; rows to embed and metadata-only changes are yielded, ``sort_window`` at a
+        time."""
         report = self.report
-        rows: list[CleanRow] = []
+        keep = self.cleaner.spec.keep
+        pending = Pending()
+        assert self._state is not None
         for batch in self.source.batches():
             report.read += batch.num_rows
             good, bad = self.cleaner.clean(batch)
             self._quarantine(bad)
-            for row in good:
-                if self._stored.get(row.id) == row.content_hash:
-                    report.unchanged += 1
-                else:
-                    rows.append(row)
+            if good:
+                stored, content, meta = self._state.lookup(hash64([r.id for r in good]))
+                mine = hex64([r.content_hash for r in good])
+                metas = [meta_hash(keep, r.metadata) for r in good]
+                for i, row in enumerate(good):
+                    if not stored[i]:
+                        pending.rows.append(row)
+                    elif content[i] != mine[i]:
+                        pending.rows.append(row)
+                        pending.stored.add(row.id)
+                    elif int(meta[i]) != (int(metas[i], 16) if metas[i] else 0):
+                        pending.metadata.append(row)
+                    else:
+                        report.unchanged += 1
             self._position = batch.position
-            if len(rows) >= self.options.sort_window:
-                yield rows
-                rows = []
+            if len(pending) >= self.options.sort_window:
+                yield pending
+                pending = Pending()
             self._tick()
-        if rows:
-            yield rows
+        if pending:
+            yield pending
 
-    def _window(self, rows: list[CleanRow]) -> Window:
+    def _delete_missing(self) -> None:
+        """Delete the stored ids that the input did not hold (the input is a full snapshot).
+        The table's ids are streamed and checked against the run's seen ids on disk."""
+        missing: list[str] = []
+        report = self.report
+        for batch in self.writer.scan(["id"]):
+            ids = batch.column(0).to_pylist()
+            hashes = hash64(ids)
+            seen, _ = self.seen.first_rows(hashes)
+            mentioned, _ = self.mentioned.first_rows(hashes)
+            missing.extend(i for i, s in zip(ids, seen | mentioned, strict=True) if not s)
+            if len(missing) >= 100_000:
+                self.writer.delete(missing)
+                report.deleted += len(missing)
+                report.read += len(missing)
+                missing = []
+        self.writer.delete(missing)
+        report.deleted += len(missing)
+        report.read += len(missing)
+
+    def _window(self, pending: Pending) -> Window:
         """The window's distinct texts by hash, and their token counts."""
+        rows = pending.rows
         # Rows with one hash have one text; the dict keeps the order of first occurrence.
         texts = {row.content_hash: row.text for row in rows}
         lengths = dict(zip(texts, self.embedder.count_tokens(list(texts.values())), strict=True))
@@ -377,9 +459,18 @@ class Run:
         for row in rows:
             if row.cut:  # cut by characters before cleaning: longer than the model reads
                 lengths[row.content_hash] = max(lengths[row.content_hash], over)
-        return Window(rows, texts, lengths)
+        return Window(rows, texts, lengths, frozenset(pending.stored), tuple(pending.metadata))
 
     def _flush(self, window: Window) -> None:
+        if window.metadata:
+            names = self.cleaner.spec.keep
+            changed = window.metadata
+            self.writer.update_metadata(
+                [r.id for r in changed],
+                {name: [r.metadata[name] for r in changed] for name in names},
+                [meta_hash(names, r.metadata) for r in changed],
+            )
+            self.report.metadata_updated += len(changed)
         rows = window.rows
         cached: dict[str, NDArray[np.float32]] = {}
         todo: dict[str, str] = {}
@@ -415,16 +506,19 @@ class Run:
             return
         ids = [r.id for r in keep]
         hashes = [r.content_hash for r in keep]
-        stored = self._stored
+        names = self.cleaner.spec.keep
+        replace = {i for i in ids if i in window.stored}
         self.writer.write(
             ids=ids,
             vectors=matrix[[position[h] for h in hashes]],
             texts=[r.text for r in keep],
             hashes=hashes,
-            metadata={name: [r.metadata[name] for r in keep] for name in self.cleaner.spec.keep},
-            replace={i for i in ids if i in stored},
+            metadata={name: [r.metadata[name] for r in keep] for name in names},
+            replace=replace,
+            meta_hashes=[meta_hash(names, r.metadata) for r in keep],
         )
-        stored.update(zip(ids, hashes, strict=True))
+        self.report.updated += len(replace)
+        self.report.inserted += len(keep) - len(replace)
         self.report.embedded += len(keep)
 
     def _embed_unique(

@@ -169,6 +169,7 @@ class EmbeddingProcessor:
         format: str | None = None,
         normalize: bool = True,
         strip_markup: bool = True,
+        delete_missing: bool = False,
         progress: Progress | None = None,
     ) -> RunReport:
         """Embed the records of a file into ``collection``.
@@ -187,10 +188,12 @@ class EmbeddingProcessor:
             format: ``csv``, ``tsv``, ``jsonl`` or ``parquet`` (default: from the suffix).
             normalize: Unicode NFKC and whitespace normalisation.
             strip_markup: remove HTML tags and entities and stray backslashes.
+            delete_missing: the input is a full snapshot: delete the stored ids it lacks.
             progress: receives progress updates.
 
         Returns:
-            The run report (``read == embedded + unchanged + quarantined``).
+            The run report (``read == inserted + updated + metadata_updated + unchanged +
+            deleted + quarantined``).
 
         Raises:
             InputError: the file is missing, unreadable, or lacks a named field.
@@ -232,7 +235,12 @@ class EmbeddingProcessor:
             spec=spec,
             clean=clean,
             embedder=embedder,
-            writer=self.store.writer(collection, embedder.spec.version, embedder.spec.dim),
+            writer=self.store.writer(
+                collection,
+                embedder.spec.version,
+                embedder.spec.dim,
+                commit_rows=self.settings.commit_rows,
+            ),
             quarantine=QuarantineWriter(
                 quarantine_path(self.store_path, collection, stamp), opened.path
             ),
@@ -242,6 +250,7 @@ class EmbeddingProcessor:
                 workers=self.workers,
                 sort_window=self.settings.sort_window,
                 cache_size=self.settings.cache_size,
+                delete_missing=delete_missing,
             ),
             progress=progress,
         )

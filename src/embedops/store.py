@@ -26,11 +26,22 @@ from numpy.typing import NDArray
 
 from embedops.errors import CollectionNotFound, ConfigError, ItemNotFound, StoreError
 from embedops.signals import deferred_signals
+from embedops.state import StoredState
 
 logger = logging.getLogger(__name__)
 
 _COLLECTION = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.]|-(?!-|$))*$")
-SYSTEM_COLUMNS = ("id", "vector", "text", "content_hash", "model_version", "updated_at")
+SYSTEM_COLUMNS = (
+    "id",
+    "vector",
+    "text",
+    "content_hash",
+    "meta_hash",
+    "model_version",
+    "updated_at",
+)
+# Rows a scan of a table reads at a time (bounded memory however large the table).
+SCAN_ROWS = 65_536
 # New rows gathered before one commit (see ``Writer``).
 COMMIT_ROWS = 16_384
 # What pyarrow raises for rows that do not fit a table (ValueError: other column names).
@@ -143,11 +154,13 @@ class VectorStore:
             )
         return Collection(self, collection, model_version, table)
 
-    def writer(self, collection: str, model_version: str, dim: int) -> Writer:
+    def writer(
+        self, collection: str, model_version: str, dim: int, *, commit_rows: int | None = None
+    ) -> Writer:
         """A writer for ``collection`` (the table is created on its first write)."""
         name = self.table_name(collection, model_version)
         self._connect()  # creates the store folder, where the writer's lock file goes
-        return Writer(self, name, model_version, dim, self._open(name))
+        return Writer(self, name, model_version, dim, self._open(name), commit_rows=commit_rows)
 
     def _open(self, name: str) -> Any:
         """The table ``name``, or ``None`` if there is none. A folder left by a first commit
@@ -289,6 +302,33 @@ class Writer:
             return {}
         return Collection(self.store, self.name, self.model_version, self._table).hashes()
 
+    def scan(self, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+        """The stored rows' ``columns``, ``SCAN_ROWS`` at a time (a column the table lacks
+        comes back as nulls)."""
+        if self._table is None:
+            return
+        have = set(self._table.schema.names)
+        present = [c for c in columns if c in have]
+        reader = self._table.search().select(present).limit(None).to_batches(SCAN_ROWS)
+        for batch in reader:
+            arrays = [
+                batch.column(c) if c in have else pa.nulls(batch.num_rows, pa.string())
+                for c in columns
+            ]
+            yield pa.RecordBatch.from_arrays(arrays, names=list(columns))
+
+    def state(self, folder: Path) -> StoredState:
+        """What the table holds, as ``state.StoredState`` in ``folder`` (streamed: memory
+        stays flat however large the table)."""
+        state = StoredState(folder)
+        for batch in self.scan(["id", "content_hash", "meta_hash"]):
+            state.add(
+                batch.column(0).to_pylist(),
+                batch.column(1).to_pylist(),
+                batch.column(2).to_pylist(),
+            )
+        return state
+
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the table's exclusive writer lock; fail at once if another writer has it,
@@ -329,9 +369,11 @@ class Writer:
         metadata: dict[str, list[Any]],
         *,
         replace: set[str],
+        meta_hashes: list[str] | None = None,
     ) -> None:
         """Add new rows (gathered; see the class) and replace the rows whose id is in
-        ``replace`` (committed at once)."""
+        ``replace`` (committed at once). ``meta_hashes``: each row's hash of its kept
+        metadata (see ``pipeline.meta_hash``)."""
         if not ids:
             return
         now = datetime.now(UTC)
@@ -343,6 +385,7 @@ class Writer:
                 ),
                 "text": pa.array(texts, pa.string()),
                 "content_hash": pa.array(hashes, pa.string()),
+                "meta_hash": pa.array(meta_hashes or [""] * len(ids), pa.string()),
                 "model_version": pa.repeat(pa.scalar(self.model_version, pa.string()), len(ids)),
                 "updated_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), len(ids)),
             }
@@ -350,7 +393,7 @@ class Writer:
                 columns[name] = _kept_column(name, values, ids)
             data = pa.table(columns)
             if self._table is not None:
-                data = _cast(data, self._table.schema, ids)
+                data = self._fit(data, ids)
             mask = np.array([i in replace for i in ids], dtype=bool) if replace else None
             if mask is None or not mask.any():
                 self._gather(data)
@@ -396,6 +439,73 @@ class Writer:
         except _WRITE_ERRORS as exc:
             self._pending = []  # a full disk: the rows are lost to this run, not stored
             raise self._unwritable(exc) from exc
+
+    def update_metadata(
+        self, ids: list[str], metadata: dict[str, list[Any]], meta_hashes: list[str]
+    ) -> None:
+        """Rewrite the kept metadata of stored rows whose text did not change (no embedding:
+        the vector and text stay). Kept fields that this input does not keep are set to
+        null. Committed at once, after what was gathered."""
+        if not ids or self._table is None:
+            return
+        now = datetime.now(UTC)
+        try:
+            columns: dict[str, Any] = {
+                "id": pa.array(ids, pa.string()),
+                "meta_hash": pa.array(meta_hashes, pa.string()),
+                "updated_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), len(ids)),
+            }
+            for name, values in metadata.items():
+                columns[name] = _kept_column(name, values, ids)
+            self.flush()
+            data = self._fit(pa.table(columns), ids, partial=True)
+            with deferred_signals(f"saving the metadata of {len(ids):,} rows to {self.name}"):
+                self._table.merge_insert("id").when_matched_update_all().execute(data)
+                self.committed += len(ids)
+        except _ARROW_ERRORS as exc:
+            raise self._misfit(exc) from exc
+        except _WRITE_ERRORS as exc:
+            raise self._unwritable(exc) from exc
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Delete the rows of ``ids`` (after committing what was gathered)."""
+        if not ids or self._table is None:
+            return
+        self.flush()
+        try:
+            with deferred_signals(f"deleting {len(ids):,} rows from {self.name}"):
+                for start in range(0, len(ids), 1000):
+                    chunk = ids[start : start + 1000]
+                    self._table.delete(f"id IN ({', '.join(_quote(i) for i in chunk)})")
+        except _WRITE_ERRORS as exc:
+            raise self._unwritable(exc) from exc
+
+    def _fit(self, data: pa.Table, ids: list[str], *, partial: bool = False) -> pa.Table:
+        """``data`` in the table's column types. A kept field the table lacks is added to it
+        (a field kept from a later run on); a metadata column of the table that ``data``
+        lacks is null in ``data`` (in all columns of the table unless ``partial``)."""
+        assert self._table is not None
+        schema = self._table.schema
+        new = [
+            pa.field(name, pa.string() if pa.types.is_null(t) else t)
+            for name, t in zip(data.column_names, data.schema.types, strict=True)
+            if name not in schema.names
+        ]
+        if new:
+            self.flush()
+            with deferred_signals(f"adding columns to {self.name}"):
+                self._table.add_columns(pa.schema(new))
+            schema = self._table.schema
+        for field in schema:
+            if field.name in data.column_names:
+                continue
+            if field.name in SYSTEM_COLUMNS and (partial or field.name != "meta_hash"):
+                continue
+            data = data.append_column(field.name, pa.nulls(data.num_rows, field.type))
+        if partial:
+            wanted = pa.schema([schema.field(name) for name in data.column_names])
+            return _cast(data, wanted, ids)
+        return _cast(data.select(schema.names), schema, ids)
 
     def _gather(self, data: pa.Table) -> None:
         self._pending.append(data)
