@@ -263,6 +263,22 @@ def test_evaluate_refuses_another_models_embedder(
     assert registry.get(onnx.version).evaluation is None
 
 
+def test_torch_version_is_its_own_reference(tiny_model: Path, store: Path, stsb: Path) -> None:
+    registry = ModelRegistry(store=store, gates={"fp32": Gate("fp32", cosine_min=0.9999)})
+    record = registry.add(str(tiny_model), backend="torch")
+    model = AngleEmbedder(_spec(store, record.version))
+    evaluation = registry.evaluate(record.version, stsb=stsb, embedder=model).evaluation
+    assert evaluation is not None
+    assert (evaluation.reference, evaluation.cosine_min, evaluation.passed) == (
+        record.version,
+        1.0,
+        True,
+    )
+    assert sorted(model.texts) == sorted(
+        [f"a{i}" for i in range(PAIRS)] + [f"b{i}" for i in range(PAIRS)]
+    )  # each once
+
+
 def test_cli_evaluate_builds_the_torch_reference(
     tiny_model: Path, store: Path, stsb: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
