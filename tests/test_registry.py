@@ -383,6 +383,13 @@ def test_corrupt_registry_is_a_store_error(store: Path) -> None:
     assert "move it away to start an empty registry" in line
 
 
+def test_newer_registry_format_is_refused(store: Path) -> None:
+    store.mkdir()
+    (store / "registry.json").write_text('{"format": 2, "versions": {}, "aliases": {}}')
+    with pytest.raises(errors.StoreError, match="has format 2, newer than this embedops reads"):
+        ModelRegistry(store=store).versions()
+
+
 def _set_alias(store: Path, version: str, name: str) -> None:
     ModelRegistry(store=store).set_alias(name, version)
 

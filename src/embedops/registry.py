@@ -115,6 +115,11 @@ class ModelRegistry:
                 f"model registry {self.path} cannot be read ({type(exc).__name__}: {exc}); "
                 f"restore it from a backup, or move it away to start an empty registry"
             ) from exc
+        if data.get("format", FORMAT) > FORMAT:
+            raise StoreError(
+                f"model registry {self.path} has format {data['format']}, newer than this "
+                f"embedops reads ({FORMAT}); upgrade embedops"
+            )
         return _Document(versions=versions, aliases=aliases)
 
     def versions(self) -> list[ModelVersion]:
