@@ -24,7 +24,7 @@ models_app = typer.Typer(
 RefArg = Annotated[str, typer.Argument(help="A version string or an alias (e.g. production).")]
 
 
-def _registry(store: Path | None) -> ModelRegistry:
+def _registry(store: str | None) -> ModelRegistry:
     return ModelRegistry(store=_settings(store, None).store)
 
 
