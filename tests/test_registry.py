@@ -274,9 +274,10 @@ def test_torch_version_is_its_own_reference(tiny_model: Path, store: Path, stsb:
         1.0,
         True,
     )
+    # Scored against itself through a memo: each sentence embedded once, not twice.
     assert sorted(model.texts) == sorted(
         [f"a{i}" for i in range(PAIRS)] + [f"b{i}" for i in range(PAIRS)]
-    )  # each once
+    )
 
 
 def test_cli_evaluate_builds_the_torch_reference(
