@@ -359,3 +359,8 @@ def bench(ctx: typer.Context) -> None:
 def main() -> None:
     """Console entry point."""
     app()
+
+
+from embedops.cli_models import models_app as _models_app  # noqa: E402
+
+app.add_typer(_models_app, name="models")

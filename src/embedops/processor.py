@@ -28,6 +28,7 @@ from embedops.models.base import Embedder
 from embedops.models.loader import BACKENDS, backend_of, load_embedder
 from embedops.models.processes import ProcessPoolEmbedder
 from embedops.pipeline import Progress, Run, RunOptions, RunReport, quarantine_path
+from embedops.registry import resolve_model_arg
 from embedops.sources import SourceFormat, open_source
 from embedops.store import Collection, VectorStore, check_collection_name, check_kept_names
 
@@ -71,6 +72,10 @@ class EmbeddingProcessor:
         # An injected embedder brings its own backend (for its batching defaults).
         known = backend_of(embedder.spec) if embedder is not None else None
         self.backend = backend or known or self.settings.backend
+        # Asked for explicitly (argument, flag or EMBEDOPS_BACKEND): a registered version's
+        # backend must agree with it.
+        asked = "backend" in self.settings.model_fields_set
+        self._backend_asked = backend or (self.settings.backend if asked else None)
         self._embedder = embedder
         self._injected = embedder is not None
         self._store: VectorStore | None = None
@@ -105,6 +110,12 @@ class EmbeddingProcessor:
     def embedder(self) -> Embedder:
         """The active backend (resolved on first use; weights load on first embed)."""
         if self._embedder is None:
+            # A registered version or alias (``production``) names the files and backend.
+            registered = resolve_model_arg(
+                self.store_path, self.model, self._backend_asked, cache_dir=self.settings.cache_dir
+            )
+            if registered is not None:
+                self.model, self.backend = registered
             processes = bounded_to_cores("processes", self.settings.processes)
             cores = os.cpu_count() or 1
             threads = (
