@@ -52,6 +52,7 @@ def test_exit_codes_are_distinct() -> None:
         errors.ConfigError,
         errors.CollectionNotFound,
         errors.ItemNotFound,
+        errors.QualityGateFailed,
     ]
     codes = [c.exit_code for c in classes]
     assert len(set(codes)) == len(codes)

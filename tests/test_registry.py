@@ -182,7 +182,9 @@ def test_production_moves_only_through_promote(tiny_model: Path, store: Path) ->
     record = registry.add(str(tiny_model), backend="onnx")
     with pytest.raises(errors.ConfigError, match="'production' is set only by promote"):
         registry.set_alias("production", record.version)
-    with pytest.raises(errors.QualityGateFailed, match="it was not evaluated"):
+    with pytest.raises(
+        errors.QualityGateFailed, match="was not evaluated; run: embedops models evaluate"
+    ):
         registry.promote(record.version)
     with pytest.raises(errors.ConfigError, match="not a valid name"):
         registry.set_alias("Bad Name", record.version)

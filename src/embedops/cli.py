@@ -364,3 +364,5 @@ def main() -> None:
 from embedops.cli_models import models_app as _models_app  # noqa: E402
 
 app.add_typer(_models_app, name="models")
+
+from embedops import cli_collections as _cli_collections  # noqa: E402,F401  history, rollback

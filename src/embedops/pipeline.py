@@ -79,6 +79,8 @@ class RunReport:
         stored: rows this run committed to the table (after a failure or Ctrl-C: what was
             kept; a re-run skips them).
         status: ``running``, ``finished``, ``interrupted`` (Ctrl-C, SIGTERM) or ``failed``.
+        published: the collection's published version after the run (``embedops history``);
+            ``None`` when the run did not publish (another model version serves readers).
     """
 
     source: str
@@ -103,6 +105,7 @@ class RunReport:
     rows_per_second: float = 0.0
     stored: int = 0
     status: str = "running"
+    published: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from embedops.batching import embed_in_batches
+from embedops.catalog import Published
 from embedops.cleaning import (
     CHARS_PER_TOKEN,
     CleanOptions,
@@ -23,14 +24,20 @@ from embedops.cleaning import (
     clean_text,
 )
 from embedops.config import Settings, bounded_to_cores
-from embedops.errors import ConfigError, EmbedopsError
+from embedops.errors import CollectionNotFound, ConfigError, EmbedopsError
 from embedops.models.base import Embedder
 from embedops.models.loader import BACKENDS, backend_of, load_embedder
 from embedops.models.processes import ProcessPoolEmbedder
 from embedops.pipeline import Progress, Run, RunOptions, RunReport, quarantine_path
-from embedops.registry import resolve_model_arg
+from embedops.registry import ModelRegistry, resolve_model_arg
 from embedops.sources import SourceFormat, open_source
-from embedops.store import Collection, VectorStore, check_collection_name, check_kept_names
+from embedops.store import (
+    Collection,
+    VectorStore,
+    Writer,
+    check_collection_name,
+    check_kept_names,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -235,6 +242,12 @@ class EmbeddingProcessor:
             max_chars=embedder.spec.max_tokens * CHARS_PER_TOKEN,
         )
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        writer = self.store.writer(
+            collection,
+            embedder.spec.version,
+            embedder.spec.dim,
+            commit_rows=self.settings.commit_rows,
+        )
         report = RunReport(
             source=str(opened.path),
             collection=collection,
@@ -246,12 +259,7 @@ class EmbeddingProcessor:
             spec=spec,
             clean=clean,
             embedder=embedder,
-            writer=self.store.writer(
-                collection,
-                embedder.spec.version,
-                embedder.spec.dim,
-                commit_rows=self.settings.commit_rows,
-            ),
+            writer=writer,
             quarantine=QuarantineWriter(
                 quarantine_path(self.store_path, collection, stamp), opened.path
             ),
@@ -268,6 +276,7 @@ class EmbeddingProcessor:
         self.last_report = report
         try:
             result = run.execute()
+            self._publish(collection, writer, result)
         except EmbedopsError as exc:
             if report.stored:
                 # Say what was kept (a late bad row must not look like a lost run).
@@ -286,6 +295,102 @@ class EmbeddingProcessor:
             result.seconds,
         )
         return result
+
+    def _publish(self, collection: str, writer: Writer, report: RunReport) -> None:
+        """Publish what a complete run built, if readers of ``collection`` read this model
+        version's table (or nothing yet); a table of another model version is only recorded
+        as built, for ``promote``."""
+        version = writer.version
+        if version is None:
+            return  # nothing was ever stored
+        catalog = self.store.catalog
+        catalog.record_built(collection, writer.name, version, report.to_dict())
+        current = catalog.published(collection)
+        if current is not None and current.table != writer.name:
+            logger.warning(
+                "collection %r serves model version %s; this run built %s, which readers see "
+                "once promoted: embedops promote %s --model %s",
+                collection,
+                current.model_version,
+                writer.model_version,
+                collection,
+                writer.model_version,
+            )
+            return
+        if current is not None and current.version == version:
+            report.published = current.number  # nothing changed
+            return
+        entry = catalog.publish(
+            collection,
+            table=writer.name,
+            model_version=writer.model_version,
+            version=version,
+            action="run",
+            report=report.to_dict(),
+        )
+        self.store.tag(writer.name, f"published-{entry.number}-v{version}", version)
+        report.published = entry.number
+
+    def history(self, collection: str) -> list[Published]:
+        """The versions of ``collection`` ever published, oldest first."""
+        check_collection_name(collection)
+        return self.store.catalog.history(collection)
+
+    def rollback(self, collection: str, number: int) -> Published:
+        """Publish history entry ``number`` of ``collection`` again: its table is restored to
+        that version (a new version, so later runs build on it) and readers see it at once.
+
+        Raises:
+            ConfigError: no such entry (the message lists those there are).
+            StoreError: another run is writing the table, or the version was cleaned up.
+        """
+        check_collection_name(collection)
+        catalog = self.store.catalog
+        entry = catalog.entry(collection, number)
+        version = self.store.restore(entry.table, entry.version)
+        published = catalog.publish(
+            collection,
+            table=entry.table,
+            model_version=entry.model_version,
+            version=version,
+            action="rollback",
+            note=f"rollback to {number}",
+        )
+        self.store.tag(entry.table, f"published-{published.number}-v{version}", version)
+        return published
+
+    def promote(self, collection: str) -> Published:
+        """Switch ``collection`` to this processor's model version (blue/green): publish the
+        last complete run into its table, if the model version passes its quality gate in the
+        registry (``embedops models evaluate``).
+
+        Raises:
+            QualityGateFailed: not evaluated, or the gate fails (with the figures).
+            CollectionNotFound: no complete run built this model version's table yet.
+        """
+        check_collection_name(collection)
+        version = self.model_version
+        ModelRegistry(store=self.store_path).check_gate(
+            version, purpose=f"promote {collection} to {version}"
+        )
+        name = self.store.table_name(collection, version)
+        built = self.store.catalog.built(collection, name)
+        if built is None:
+            raise CollectionNotFound(
+                f"no complete run has built collection {collection!r} for {version} yet; "
+                f"embed into it with that model first"
+            )
+        published = self.store.catalog.publish(
+            collection,
+            table=name,
+            model_version=version,
+            version=int(built["version"]),
+            action="promote",
+            note=f"promote to {version}",
+            report=built["report"],
+        )
+        self.store.tag(name, f"published-{published.number}-v{built['version']}", built["version"])
+        return published
 
     def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """Embed texts with the active model (no cleaning).

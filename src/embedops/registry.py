@@ -370,11 +370,24 @@ class ModelRegistry:
             ModelLoadError: the weights changed since they were registered.
         """
         _check_alias_name(alias)
+        record = self.check_gate(ref, purpose=f"promote {ref} to {alias}")
+        self.verify(record, cache_dir=cache_dir)
+        return self._set_alias(alias, record)
+
+    def check_gate(self, ref: str, *, purpose: str) -> ModelVersion:
+        """The version ``ref`` names, if it was evaluated and passes its quality gate (checked
+        again on the recorded scores).
+
+        Raises:
+            QualityGateFailed: not evaluated, or the gate fails (the message gives the
+                scores and thresholds); ``purpose`` says what was refused.
+            ConfigError: ``ref`` is not registered.
+        """
         record = self.get(ref)
         evaluation = record.evaluation
         if evaluation is None:
             raise QualityGateFailed(
-                f"cannot promote {record.version} to {alias}: it was not evaluated; run: "
+                f"cannot {purpose}: {record.version} was not evaluated; run: "
                 f"embedops models evaluate {record.version} --stsb stsb-dev.tsv"
             )
         gate = self.gate_for(record)
@@ -384,11 +397,10 @@ class ModelRegistry:
         ]
         if failures:
             raise QualityGateFailed(
-                f"cannot promote {record.version} to {alias}: quality gate failed: "
-                f"{'; '.join(failures)} ({evaluation.figures()}); promote a version that passes"
+                f"cannot {purpose}: quality gate failed: {'; '.join(failures)} "
+                f"({evaluation.figures()}); use a version that passes"
             )
-        self.verify(record, cache_dir=cache_dir)
-        return self._set_alias(alias, record)
+        return record
 
     def set_alias(self, name: str, ref: str) -> ModelVersion:
         """Point alias ``name`` at the version ``ref`` names (not ``production``: see promote).

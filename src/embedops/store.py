@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from embedops.catalog import Catalog
 from embedops.errors import CollectionNotFound, ConfigError, ItemNotFound, StoreError
 from embedops.signals import deferred_signals
 from embedops.state import StoredState
@@ -152,7 +153,55 @@ class VectorStore:
                 f"collection {collection!r} has no vectors for model version {model_version} "
                 f"in store {self.path}; {hint}"
             )
+        pinned = self._pinned(collection, name)
+        if pinned is not None:
+            table.checkout(pinned)
         return Collection(self, collection, model_version, table)
+
+    @property
+    def catalog(self) -> Catalog:
+        """The published versions of this store's collections."""
+        return Catalog(self.path)
+
+    def _pinned(self, collection: str, name: str) -> int | None:
+        """The version of table ``name`` that readers see: the published one, else the last
+        complete run into it (a table being built for another model version); ``None``
+        (the latest) for a table from before published versions."""
+        published = self.catalog.published(collection)
+        if published is not None and published.table == name:
+            return published.version
+        built = self.catalog.built(collection, name)
+        return None if built is None else int(built["version"])
+
+    def restore(self, name: str, version: int) -> int:
+        """Make ``version`` of table ``name`` its latest again (a new version with that
+        content, so later runs build on it); returns the new version. Takes the writer lock.
+
+        Raises:
+            StoreError: the table or the version is gone.
+        """
+        with self.lock(name):
+            table = self._open(name)
+            if table is None:
+                raise StoreError(f"table {name} is not in store {self.path}; it was dropped")
+            try:
+                table.restore(version)
+            except (ValueError, RuntimeError, OSError) as exc:
+                raise StoreError(
+                    f"cannot restore version {version} of {name} ({_one_line(exc)}); it may "
+                    "have been cleaned up"
+                ) from exc
+            return int(table.version)
+
+    def tag(self, name: str, tag: str, version: int) -> None:
+        """Tag ``version`` of table ``name`` (tagged versions survive cleanup)."""
+        table = self._open(name)
+        if table is None:
+            return
+        try:
+            table.tags.create(tag, version)
+        except (ValueError, RuntimeError, OSError) as exc:  # e.g. the tag exists
+            logger.warning("cannot tag version %d of %s as %s: %s", version, name, tag, exc)
 
     def writer(
         self, collection: str, model_version: str, dim: int, *, commit_rows: int | None = None
@@ -178,6 +227,37 @@ class VectorStore:
 
     def _create(self, name: str, data: pa.Table) -> Any:
         return self._connect().create_table(name, data)
+
+    @contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold table ``name``'s exclusive writer lock; fail at once if another writer has
+        it, naming that writer (pid, host, since when)."""
+        path = self.lock_path(name)
+        try:
+            fh = path.open("a+")  # not "w": that would erase the holder's name
+        except OSError as exc:
+            raise StoreError(
+                f"cannot open the lock file {path} ({exc}); check that the store folder "
+                f"{self.path} is writable"
+            ) from exc
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise StoreError(
+                    f"{_describe_holder(fh)} is writing {name} in {self.path}; "
+                    "wait for it to finish, then run again"
+                ) from exc
+            try:
+                fh.seek(0)
+                fh.truncate()
+                fh.write(json.dumps(_holder_info()) + "\n")
+                fh.flush()
+                yield
+            finally:
+                fh.seek(0)
+                fh.truncate()
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def lock_path(self, name: str) -> Path:
         """The writer lock file of table ``name``."""
@@ -331,34 +411,14 @@ class Writer:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the table's exclusive writer lock; fail at once if another writer has it,
-        naming that writer (pid, host, since when)."""
-        path = self.store.lock_path(self.name)
-        try:
-            fh = path.open("a+")  # not "w": that would erase the holder's name
-        except OSError as exc:
-            raise StoreError(
-                f"cannot open the lock file {path} ({exc}); check that the store folder "
-                f"{self.store.path} is writable"
-            ) from exc
-        with fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                raise StoreError(
-                    f"{_describe_holder(fh)} is writing {self.name} in {self.store.path}; "
-                    "wait for it to finish, then run again"
-                ) from exc
-            try:
-                fh.seek(0)
-                fh.truncate()
-                fh.write(json.dumps(_holder_info()) + "\n")
-                fh.flush()
-                yield
-            finally:
-                fh.seek(0)
-                fh.truncate()
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        """Hold the table's exclusive writer lock (see ``VectorStore.lock``)."""
+        with self.store.lock(self.name):
+            yield
+
+    @property
+    def version(self) -> int | None:
+        """The table's latest version (``None``: no table yet)."""
+        return None if self._table is None else int(self._table.version)
 
     def write(
         self,
