@@ -16,6 +16,7 @@ table stays right; only the report may count it as updated instead of inserted.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -140,12 +141,18 @@ class StoredState:
 
 
 class Scratch:
-    """A temporary folder for a run's on-disk state, removed on ``close``."""
+    """A temporary folder for a run's on-disk state, removed on ``close``. Folders that runs
+    killed before their end left in ``parent`` (their process is gone) are removed first."""
 
     def __init__(self, parent: Path | None = None) -> None:
         if parent is not None:
             parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix="embedops-run-", dir=parent))
+            for old in parent.glob("embedops-run-*-*"):
+                pid = old.name.split("-")[2]
+                if pid.isdigit() and not _alive(int(pid)):
+                    shutil.rmtree(old, ignore_errors=True)
+        prefix = f"embedops-run-{os.getpid()}-"
+        self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
     def folder(self, name: str) -> Path:
         path = self.path / name
@@ -154,3 +161,13 @@ class Scratch:
 
     def close(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
