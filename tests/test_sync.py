@@ -113,3 +113,46 @@ def test_duplicates_across_windows_are_found_on_disk(tmp_path: Path) -> None:
         "id 'r3' already used by row 4",
         "id 'r49' already used by row 50",
     ]
+
+
+def test_a_change_feed_is_applied_in_order(tmp_path: Path) -> None:
+    fake = FakeEmbedder()
+    with EmbeddingProcessor(store=tmp_path / "s", embedder=fake) as p:
+        p.process(_jsonl(tmp_path / "base.jsonl", _rows(5)), collection="c", id_field="id",
+                  text_field="text", keep=["cat"])  # fmt: skip
+        feed = [
+            {"op": "upsert", "id": "r1", "text": "changed one", "cat": "c1"},  # updated
+            {"op": "delete", "id": "r2"},  # deleted
+            {"op": "upsert", "id": "x", "text": "fresh", "cat": "k"},  # inserted
+            {"op": "delete", "id": "x"},  # deleted (the insert above came first)
+            {"op": "upsert", "id": "x", "text": "fresh again", "cat": "k"},  # inserted again
+            {"op": "delete", "id": "nobody"},  # not stored: unchanged
+            {"op": "upsert", "id": "r3", "text": "text number 3", "cat": "moved"},  # metadata
+            {"op": "upsert", "id": "r4", "text": "text number 4", "cat": "c1"},  # unchanged
+            {"op": "merge", "id": "r0"},  # unknown op: quarantined
+            {"op": "delete"},  # no id: quarantined
+        ]
+        report = p.process(_jsonl(tmp_path / "feed.jsonl", feed), collection="c",
+                           id_field="id", text_field="text", keep=["cat"], feed=True)  # fmt: skip
+        _adds_up(report)
+        assert (report.inserted, report.updated, report.metadata_updated) == (2, 1, 1)
+        assert (report.deleted, report.unchanged, report.quarantined) == (2, 2, 2)
+        assert report.reasons == {"invalid_op": 1, "missing_id": 1}
+        table = _table(p, fake)
+        assert sorted(table) == ["r0", "r1", "r3", "r4", "x"]
+        assert (table["x"]["text"], table["r1"]["text"]) == ("fresh again", "changed one")
+        assert table["r3"]["cat"] == "moved"
+
+
+def test_feed_and_delete_missing_are_refused_together(tmp_path: Path) -> None:
+    import pytest
+
+    from embedops.errors import ConfigError
+
+    src = _jsonl(tmp_path / "f.jsonl", [{"op": "delete", "id": "a"}])
+    with (
+        EmbeddingProcessor(store=tmp_path / "s", embedder=FakeEmbedder()) as p,
+        pytest.raises(ConfigError, match="feed and delete_missing cannot go together"),
+    ):
+        p.process(src, collection="c", id_field="id", text_field="text", feed=True,
+                  delete_missing=True)  # fmt: skip

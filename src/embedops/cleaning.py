@@ -45,6 +45,12 @@ class Reason(StrEnum):
     NON_STRING_TEXT = "non_string_text"
     INVALID_UTF8 = "invalid_utf8"
     EMBED_FAILED = "embed_failed"
+    INVALID_OP = "invalid_op"
+
+
+# The field of a change feed's lines that says what to do with the id (``--feed``).
+OP_FIELD = "op"
+FEED_OPS = ("upsert", "delete")
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,7 @@ class CleanRow(NamedTuple):
     content_hash: str
     metadata: dict[str, Any]
     cut: bool = False
+    delete: bool = False  # a change feed's delete of ``id`` (no text)
 
 
 @dataclass(frozen=True)
@@ -316,9 +323,19 @@ class Cleaner:
             removed when the cleaner is).
     """
 
-    def __init__(self, spec: FieldSpec, options: CleanOptions, seen: IdSet | None = None) -> None:
+    def __init__(
+        self,
+        spec: FieldSpec,
+        options: CleanOptions,
+        seen: IdSet | None = None,
+        *,
+        feed: bool = False,
+    ) -> None:
         self.spec = spec
         self.options = options
+        # A change feed: each record has an ``op`` (upsert or delete) and an id may come
+        # back (applied in order), so ids are not checked for duplicates.
+        self.feed = feed
         self.stats = CleanStats()
         if seen is None:
             scratch = Scratch()
@@ -331,7 +348,8 @@ class Cleaner:
         own content claims no id: the first valid occurrence of an id wins."""
         spec = self.spec
         columns = {name: batch.values(name) for name in batch.records.schema.names}
-        for name in (*spec.text_fields, *spec.keep, *([spec.id_field] if spec.id_field else [])):
+        wanted = (*spec.text_fields, *spec.keep, *([spec.id_field] if spec.id_field else []))
+        for name in (*wanted, *([OP_FIELD] if self.feed else [])):
             if name not in columns:
                 columns[name] = [None] * batch.num_rows
         good: list[CleanRow] = []
@@ -344,7 +362,7 @@ class Cleaner:
                 where.append(i)
             else:
                 bad.append(outcome)  # type: ignore[arg-type]
-        if spec.id_field is not None and good:
+        if spec.id_field is not None and good and not self.feed:
             good, duplicates = self._first_occurrences(good, where, columns)
             if duplicates:
                 bad = sorted([*bad, *duplicates], key=lambda record: record.row)
@@ -424,6 +442,16 @@ class Cleaner:
                 return reject(
                     Reason.INVALID_ID, f"field {spec.id_field!r} is not valid UTF-8", None
                 )
+        if self.feed:
+            op = columns[OP_FIELD][i]
+            if op not in FEED_OPS:
+                return reject(
+                    Reason.INVALID_OP,
+                    f"field {OP_FIELD!r} holds {op!r}; a feed line's op is 'upsert' or 'delete'",
+                    item_id,
+                )
+            if op == "delete":
+                return CleanRow(row, item_id, "", "", {}, delete=True)
 
         if spec.text_field is not None:
             raw_text = columns[spec.text_field][i]

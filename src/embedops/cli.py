@@ -191,6 +191,13 @@ def embed(
             "--delete-missing", help="The input is a full snapshot: delete stored ids it lacks."
         ),
     ] = False,
+    feed: Annotated[
+        bool,
+        typer.Option(
+            "--feed",
+            help="The input is a change feed: each line has op upsert|delete; applied in order.",
+        ),
+    ] = False,
     commit_every: Annotated[
         int | None,
         typer.Option(
@@ -233,6 +240,7 @@ def embed(
                 normalize=normalize,
                 strip_markup=strip_markup,
                 delete_missing=delete_missing,
+                feed=feed,
                 progress=RichProgress(f"embed {source.name}", console=err, enabled=not quiet),
             )
         if json_out:

@@ -122,6 +122,7 @@ class RunOptions:
     prefetch: int = 2
     workers: int = 1
     delete_missing: bool = False
+    feed: bool = False  # the source is a change feed (see ``Run._apply_feed``)
 
 
 class VectorCache:
@@ -287,7 +288,7 @@ class Run:
         self.scratch = Scratch(writer.store.path / ".scratch")
         self.seen = IdSet(self.scratch.folder("seen"))
         self.mentioned = IdSet(self.scratch.folder("mentioned"))  # ids of quarantined rows
-        self.cleaner = Cleaner(spec, clean, self.seen)
+        self.cleaner = Cleaner(spec, clean, self.seen, feed=options.feed)
         self.embedder = embedder
         self.writer = writer
         self.quarantine = quarantine
@@ -329,9 +330,19 @@ class Run:
                 max_workers=self.options.workers, thread_name_prefix="embedops-infer"
             ) as self._pool,
         ):
-            self._state = self.writer.state(self.scratch.folder("stored"))
             if self.progress:
                 self.progress.start(self.source.total, self.source.unit)
+            if self.options.feed:
+                try:
+                    self._apply_feed()
+                finally:
+                    with deferred_signals("saving the rows embedded so far", redeliver=False):
+                        self.writer.flush()
+                    self.quarantine.close()
+                    if self.progress:
+                        self.progress.stop()
+                return
+            self._state = self.writer.state(self.scratch.folder("stored"))
             try:
                 # Reading and cleaning run in one thread, token counting in another, each a
                 # window ahead of the next stage: the backends release the GIL while they
@@ -431,6 +442,43 @@ class Run:
             self._tick()
         if pending:
             yield pending
+
+    def _apply_feed(self) -> None:
+        """Apply a change feed in order. Each batch is cut into segments in which no id
+        comes twice; a segment is looked up in the table as it is after the segments before
+        it (they are committed first), so an id upserted, deleted and upserted again in one
+        feed ends as the last line says, and each line is counted by what it did."""
+        report = self.report
+        keep = self.cleaner.spec.keep
+        for batch in self.source.batches():
+            report.read += batch.num_rows
+            good, bad = self.cleaner.clean(batch)
+            self._quarantine(bad)
+            self._position = batch.position
+            for segment in _segments(good):
+                self.writer.flush()
+                stored = self.writer.lookup([r.id for r in segment])
+                deletes = [r.id for r in segment if r.delete and r.id in stored]
+                report.unchanged += sum(1 for r in segment if r.delete and r.id not in stored)
+                pending = Pending()
+                for row in segment:
+                    if row.delete:
+                        continue
+                    old = stored.get(row.id)
+                    if old is None:
+                        pending.rows.append(row)
+                    elif old[0] != row.content_hash:
+                        pending.rows.append(row)
+                        pending.stored.add(row.id)
+                    elif (old[1] or "") != meta_hash(keep, row.metadata):
+                        pending.metadata.append(row)
+                    else:
+                        report.unchanged += 1
+                if pending:
+                    self._flush(self._window(pending))
+                self.writer.delete(deletes)
+                report.deleted += len(deletes)
+                self._tick()
 
     def _delete_missing(self) -> None:
         """Delete the stored ids that the input did not hold (the input is a full snapshot).
@@ -574,6 +622,20 @@ class Run:
             texts,
             budget_hint=f"lower --batch-tokens (now {self.options.batch_tokens or 'none'})",
         )
+
+
+def _segments(rows: list[CleanRow]) -> Iterator[list[CleanRow]]:
+    """``rows`` cut, in order, into runs in which no id comes twice."""
+    segment: list[CleanRow] = []
+    ids: set[str] = set()
+    for row in rows:
+        if row.id in ids:
+            yield segment
+            segment, ids = [], set()
+        segment.append(row)
+        ids.add(row.id)
+    if segment:
+        yield segment
 
 
 def quarantine_path(store: Path, collection: str, stamp: str) -> Path:

@@ -188,6 +188,7 @@ class EmbeddingProcessor:
         normalize: bool = True,
         strip_markup: bool = True,
         delete_missing: bool = False,
+        feed: bool = False,
         progress: Progress | None = None,
     ) -> RunReport:
         """Embed the records of a file into ``collection``.
@@ -207,6 +208,10 @@ class EmbeddingProcessor:
             normalize: Unicode NFKC and whitespace normalisation.
             strip_markup: remove HTML tags and entities and stray backslashes.
             delete_missing: the input is a full snapshot: delete the stored ids it lacks.
+            feed: the input is a change feed, applied in order: each record has ``op``
+                (``upsert`` with the fields of a row, or ``delete`` with the id); a line
+                with another op is quarantined (``invalid_op``), a delete of an id not
+                stored counts as unchanged.
             progress: receives progress updates.
 
         Returns:
@@ -225,6 +230,13 @@ class EmbeddingProcessor:
         if isinstance(keep, str):
             raise ConfigError(f"keep takes a list of field names, e.g. keep=[{keep!r}]")
         check_kept_names(keep)
+        if feed and delete_missing:
+            raise ConfigError(
+                "feed and delete_missing cannot go together: a feed says what to delete; "
+                "a snapshot implies it"
+            )
+        if feed and id_field is None:
+            raise ConfigError("a feed needs id_field: its lines name the ids they change")
         spec = FieldSpec(
             text_field=text_field, template=template, id_field=id_field, keep=tuple(keep)
         )
@@ -234,7 +246,12 @@ class EmbeddingProcessor:
             columns=list(columns) if columns else None,
             rows=self.settings.read_rows,
         )
-        spec.check(opened.fields, opened.path, all_fields=opened.format is not SourceFormat.JSONL)
+        if feed:  # delete lines carry the id alone: the text fields may come later
+            FieldSpec(text_field=id_field, id_field=id_field).check(opened.fields, opened.path)
+        else:
+            spec.check(
+                opened.fields, opened.path, all_fields=opened.format is not SourceFormat.JSONL
+            )
         embedder = self.embedder
         clean = CleanOptions(
             normalize=normalize,
@@ -270,6 +287,7 @@ class EmbeddingProcessor:
                 sort_window=self.settings.sort_window,
                 cache_size=self.settings.cache_size,
                 delete_missing=delete_missing,
+                feed=feed,
             ),
             progress=progress,
         )

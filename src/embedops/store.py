@@ -397,6 +397,28 @@ class Writer:
             ]
             yield pa.RecordBatch.from_arrays(arrays, names=list(columns))
 
+    def lookup(self, ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """``id -> (content_hash, meta_hash)`` of the stored rows among ``ids`` (as the
+        table is now: commit what is gathered first)."""
+        if self._table is None or not ids:
+            return {}
+        has_meta = "meta_hash" in self._table.schema.names
+        columns = ["id", "content_hash", *(["meta_hash"] if has_meta else [])]
+        found: dict[str, tuple[str, str | None]] = {}
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            where = f"id IN ({', '.join(_quote(i) for i in chunk)})"
+            data = self._table.search().where(where).select(columns).limit(None).to_arrow()
+            metas = data.column("meta_hash").to_pylist() if has_meta else [None] * data.num_rows
+            for item_id, content, meta in zip(
+                data.column("id").to_pylist(),
+                data.column("content_hash").to_pylist(),
+                metas,
+                strict=True,
+            ):
+                found[item_id] = (content, meta)
+        return found
+
     def state(self, folder: Path) -> StoredState:
         """What the table holds, as ``state.StoredState`` in ``folder`` (streamed: memory
         stays flat however large the table)."""
