@@ -156,3 +156,32 @@ def test_feed_and_delete_missing_are_refused_together(tmp_path: Path) -> None:
     ):
         p.process(src, collection="c", id_field="id", text_field="text", feed=True,
                   delete_missing=True)  # fmt: skip
+
+
+def test_the_shared_embedding_cache_serves_a_second_collection(tmp_path: Path) -> None:
+    """The same texts into a second collection cost lookups, not inference; the cache is
+    bounded by size and keyed by model version."""
+    fake = FakeEmbedder()
+    src = _jsonl(tmp_path / "in.jsonl", _rows(40))
+    settings = Settings(store=tmp_path / "s", embed_cache="on")
+    with EmbeddingProcessor(settings=settings, embedder=fake) as p:
+        first = p.process(src, collection="one", id_field="id", text_field="text")
+        assert (first.embed_cache_hits, first.embed_cache_hit_rate) == (0, 0.0)
+        calls = len(fake.texts_embedded)
+        second = p.process(src, collection="two", id_field="id", text_field="text")
+        assert (second.inserted, second.embed_cache_hits, second.embed_cache_hit_rate) == (
+            40,
+            40,
+            1.0,
+        )
+        assert len(fake.texts_embedded) == calls  # no inference
+        np.testing.assert_array_equal(p.vectors("two", ["r5"]), p.vectors("one", ["r5"]))
+    other = FakeEmbedder(dim=4)  # another model version: its own cache
+    with EmbeddingProcessor(settings=settings, embedder=other) as p:
+        third = p.process(src, collection="three", id_field="id", text_field="text")
+        assert third.embed_cache_hits == 0
+    from embedops.embed_cache import EmbedCache
+
+    small = EmbedCache(tmp_path / "c", "m", dim=8, max_bytes=10 * (8 * 4 + 64))
+    small.put([f"h{i}" for i in range(40)], np.ones((40, 8), dtype=np.float32))
+    assert len(small.get([f"h{i}" for i in range(40)])) == 10  # the 10 most recent kept

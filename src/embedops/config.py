@@ -88,6 +88,16 @@ class Settings(BaseSettings):
         description="Rows one store commit holds (--commit-every): a crash loses at most this "
         "many embedded rows plus one window; smaller commits make more table fragments.",
     )
+    embed_cache: str = Field(
+        default="auto",
+        pattern="^(auto|on|off)$",
+        description="The shared embedding cache on disk (vectors by model version and text "
+        "hash, across runs and collections): on, off, or auto (on except for the static "
+        "backend, whose embedding costs less than a lookup).",
+    )
+    embed_cache_mb: int = Field(
+        default=2048, ge=1, le=1_000_000, description="Size bound of the embedding cache, MB."
+    )
     cache_size: int = Field(
         default=65536,
         ge=0,

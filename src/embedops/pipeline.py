@@ -35,6 +35,7 @@ from embedops.cleaning import (
     QuarantineWriter,
     Reason,
 )
+from embedops.embed_cache import EmbedCache
 from embedops.embedding import ZERO_VECTOR, embed_with_retry
 from embedops.errors import ModelError
 from embedops.models.base import Embedder
@@ -74,6 +75,9 @@ class RunReport:
             an identical text embedded earlier in the run).
         unchanged: rows already stored with the same text and metadata, not embedded again.
         quarantined: rows written to the quarantine file; ``reasons`` counts them by reason.
+        embed_cache_hits: distinct texts whose vector came from the shared embedding cache on
+            disk (``embed_cache.EmbedCache``; other runs and collections) instead of the
+            model; ``embed_cache_hit_rate``: hits per lookup (``None``: cache off).
         truncated: embedded rows whose text exceeded the model's token limit.
         cleaned: rows changed by each cleaning step.
         stored: rows this run committed to the table (after a failure or Ctrl-C: what was
@@ -98,6 +102,8 @@ class RunReport:
     embedded: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     cache_hits: int = 0
+    embed_cache_hits: int = 0
+    embed_cache_hit_rate: float | None = None
     truncated: int = 0
     cleaned: dict[str, int] = field(default_factory=dict)
     batches: int = 0
@@ -123,6 +129,7 @@ class RunOptions:
     workers: int = 1
     delete_missing: bool = False
     feed: bool = False  # the source is a change feed (see ``Run._apply_feed``)
+    embed_cache: EmbedCache | None = None
 
 
 class VectorCache:
@@ -297,6 +304,7 @@ class Run:
         self.progress = progress
         self.cache = VectorCache(options.cache_size)
         self._state: StoredState | None = None
+        self._cache_lookups = 0  # texts looked up in the shared embedding cache
         self._position = 0
         self._lock = threading.Lock()
         self._pool: Executor
@@ -390,6 +398,8 @@ class Run:
         report.reasons = dict(sorted(self.quarantine.reasons.items()))
         report.quarantine_path = str(self.quarantine.path) if self.quarantine.count else None
         report.stored = self.writer.committed
+        if self.options.embed_cache is not None and self._cache_lookups:
+            report.embed_cache_hit_rate = round(report.embed_cache_hits / self._cache_lookups, 4)
 
     def _tick(self, in_flight: int = 0) -> None:
         """Report progress: rows finished, and the source position scaled to match."""
@@ -531,7 +541,18 @@ class Run:
                 todo[key] = text
             else:
                 cached[key] = vector
+        shared = self.options.embed_cache
+        if shared is not None and todo:
+            self._cache_lookups += len(todo)
+            found = shared.get(list(todo))
+            for key, vector in found.items():
+                cached[key] = vector
+                del todo[key]
+            self.report.embed_cache_hits += len(found)
         fresh, failed = self._embed_unique(todo, window.lengths)
+        if shared is not None and todo:
+            good = [i for i, key in enumerate(todo) if key not in failed]
+            shared.put([list(todo)[i] for i in good], fresh[good])
         # Every distinct text's vector in one matrix, and each text's row in it.
         keys = [*todo, *cached]
         matrix = np.concatenate([fresh, np.stack(list(cached.values()))]) if cached else fresh

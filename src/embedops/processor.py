@@ -24,6 +24,7 @@ from embedops.cleaning import (
     clean_text,
 )
 from embedops.config import Settings, bounded_to_cores
+from embedops.embed_cache import EmbedCache
 from embedops.errors import CollectionNotFound, ConfigError, EmbedopsError
 from embedops.models.base import Embedder
 from embedops.models.loader import BACKENDS, backend_of, load_embedder
@@ -87,6 +88,7 @@ class EmbeddingProcessor:
         self._injected = embedder is not None
         self._store: VectorStore | None = None
         self.last_report: RunReport | None = None  # of the last ``process``, also a failed one
+        self._cache: EmbedCache | None = None
 
     def __enter__(self) -> EmbeddingProcessor:
         self.open()
@@ -109,6 +111,9 @@ class EmbeddingProcessor:
         """Release the store handle and stop the backend's processes (embedding workers, the
         static backend's tokenizer), if any."""
         self._store = None
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
         close = getattr(self._embedder, "close", None)
         if not self._injected and close is not None:
             close()  # an injected embedder belongs to whoever passed it
@@ -288,6 +293,7 @@ class EmbeddingProcessor:
                 cache_size=self.settings.cache_size,
                 delete_missing=delete_missing,
                 feed=feed,
+                embed_cache=self._embed_cache(embedder),
             ),
             progress=progress,
         )
@@ -313,6 +319,20 @@ class EmbeddingProcessor:
             result.seconds,
         )
         return result
+
+    def _embed_cache(self, embedder: Embedder) -> EmbedCache | None:
+        """The shared embedding cache of this model version (``None``: off)."""
+        mode = self.settings.embed_cache
+        if mode == "off" or (mode == "auto" and self.backend == "static"):
+            return None
+        if self._cache is None or self._cache.path.stem != embedder.spec.version:
+            self._cache = EmbedCache(
+                self.store_path / ".embed-cache",
+                embedder.spec.version,
+                embedder.spec.dim,
+                self.settings.embed_cache_mb << 20,
+            )
+        return self._cache
 
     def _publish(self, collection: str, writer: Writer, report: RunReport) -> None:
         """Publish what a complete run built, if readers of ``collection`` read this model
