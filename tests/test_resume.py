@@ -4,6 +4,7 @@ at most one commit interval plus one window embedded twice per kill."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -13,12 +14,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from typer.testing import CliRunner
 
 from embedops import EmbeddingProcessor
+from embedops.cli import app
 from tests.fakes import FakeEmbedder
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS, COMMIT, WINDOW = 12_000, 1_500, 1_000
+runner = CliRunner()
 
 # The CLI with the fake embedder; every text it embeds is appended to EMBEDDED (a little
 # slowly, so that a kill lands in the middle of the run).
@@ -67,6 +71,9 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path) -> None:
             kills += 1
         run.wait(timeout=60)
     assert kills == 3
+    killed = runner.invoke(app, ["status", "c", "--store", str(store), "--json"])
+    assert killed.exit_code == 0, killed.stderr
+    assert json.loads(killed.stdout)["state"] == "killed"
     final = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
     embedded = log.read_text().splitlines()
@@ -85,6 +92,10 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path) -> None:
         assert np.all(np.sum(vectors * expected, axis=1) >= 0.9999)
         assert p.history("c")[-1].report is not None
     assert not list((store / ".scratch").glob("embedops-run-*"))  # killed runs' scratch gone
+    done = runner.invoke(app, ["status", "c", "--store", str(store)])
+    assert done.exit_code == 0, done.stderr
+    assert done.stdout.startswith("c: finished (pid ")
+    assert f"{ROWS:,} read: " in done.stdout and "progress 100%" in done.stdout
 
 
 def _count(log: Path) -> int:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from embedops.catalog import Published
 from embedops.cli import BackendOpt, JsonOpt, ModelOpt, StoreOpt, _guard, _settings, app, out
+from embedops.errors import CollectionNotFound
 
 
 def _print_entry(entry: Published, json_out: bool, verb: str) -> None:
@@ -94,5 +95,51 @@ def promote(
         with EmbeddingProcessor(settings=_settings(store, model, backend)) as processor:
             entry = processor.promote(collection)
         _print_entry(entry, json_out, "promoted: published")
+
+    _guard(run)
+
+
+@app.command()
+def status(
+    collection: Annotated[str, typer.Argument(help="Collection name.")],
+    store: StoreOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The running or last run of a collection: progress, rate, ETA, counts, how it ended."""
+    from embedops.runlog import last_run
+    from embedops.store import check_collection_name
+
+    def run() -> None:
+        check_collection_name(collection)
+        settings = _settings(store, None)
+        found = last_run(settings.store, collection)
+        if found is None:
+            raise CollectionNotFound(
+                f"no run of collection {collection!r} in store {settings.store}"
+            )
+        if json_out:
+            data = {k: v for k, v in asdict(found).items() if k != "path"}
+            data["progress"], data["eta_seconds"] = found.progress, found.eta_seconds()
+            out.print_json(json.dumps(data, default=str))
+            return
+        r = found.report
+        progress = f"{found.progress:.0%}" if found.progress is not None else "?"
+        eta = found.eta_seconds()
+        lines = [
+            f"{collection}: {found.state} (pid {found.pid} on {found.host}, started "
+            f"{found.started}, last update {found.updated})",
+            f"progress {progress} of {found.total:,} {found.unit}"
+            + (f", ETA {eta:.0f} s" if eta is not None else ""),
+            f"{r['read']:,} read: {r['inserted']:,} inserted, {r['updated']:,} updated, "
+            f"{r['metadata_updated']:,} metadata updated, {r['unchanged']:,} unchanged, "
+            f"{r['deleted']:,} deleted, {r['quarantined']:,} quarantined; {r['stored']:,} "
+            f"stored; {r['read'] / r['seconds'] if r['seconds'] else 0:,.0f} rows/s",
+        ]
+        if found.error:
+            lines.append(f"error: {found.error}")
+        if found.state == "killed":
+            lines.append("the process is gone: run the same command again to resume")
+        for line in lines:
+            out.print(line, highlight=False, markup=False)
 
     _guard(run)

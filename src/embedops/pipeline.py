@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,6 +39,9 @@ from embedops.embed_cache import EmbedCache
 from embedops.embedding import ZERO_VECTOR, embed_with_retry
 from embedops.errors import ModelError
 from embedops.models.base import Embedder
+
+if TYPE_CHECKING:
+    from embedops.runlog import RunLog
 from embedops.signals import deferred_signals
 from embedops.sources import Source
 from embedops.state import IdSet, Scratch, StoredState, hash64, hex64
@@ -290,8 +293,10 @@ class Run:
         report: RunReport,
         options: RunOptions,
         progress: Progress | None = None,
+        run_log: RunLog | None = None,
     ) -> None:
         self.source = source
+        self.run_log = run_log
         self.scratch = Scratch(writer.store.path / ".scratch")
         self.seen = IdSet(self.scratch.folder("seen"))
         self.mentioned = IdSet(self.scratch.folder("mentioned"))  # ids of quarantined rows
@@ -312,19 +317,27 @@ class Run:
     def execute(self) -> RunReport:
         started = time.perf_counter()
         report = self.report
+        error: str | None = None
+        if self.run_log is not None:
+            self.run_log.update(report, 0, self.source.total, self.source.unit, force=True)
         try:
             self._execute()
         except KeyboardInterrupt:
             report.status = "interrupted"
             raise
-        except BaseException:
+        except BaseException as exc:
             report.status = "failed"
+            error = f"{type(exc).__name__}: {exc}"
             raise
         else:
             report.status = "finished"
         finally:
             self.scratch.close()
             self._summarise()
+            if self.run_log is not None:
+                self.run_log.finish(
+                    report, self._position, self.source.total, self.source.unit, error
+                )
             report.seconds = round(time.perf_counter() - started, 3)
             report.rows_per_second = (
                 round(report.read / report.seconds, 1) if report.seconds else 0.0
@@ -403,6 +416,8 @@ class Run:
 
     def _tick(self, in_flight: int = 0) -> None:
         """Report progress: rows finished, and the source position scaled to match."""
+        if self.run_log is not None and threading.current_thread() is threading.main_thread():
+            self.run_log.update(self.report, self._position, self.source.total, self.source.unit)
         if not self.progress:
             return
         r = self.report

@@ -31,6 +31,7 @@ from embedops.models.loader import BACKENDS, backend_of, load_embedder
 from embedops.models.processes import ProcessPoolEmbedder
 from embedops.pipeline import Progress, Run, RunOptions, RunReport, quarantine_path
 from embedops.registry import ModelRegistry, resolve_model_arg
+from embedops.runlog import RunLog
 from embedops.sources import SourceFormat, open_source
 from embedops.store import (
     Collection,
@@ -296,6 +297,7 @@ class EmbeddingProcessor:
                 embed_cache=self._embed_cache(embedder),
             ),
             progress=progress,
+            run_log=RunLog(self.store_path, collection),
         )
         self.last_report = report
         try:

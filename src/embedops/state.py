@@ -149,7 +149,7 @@ class Scratch:
             parent.mkdir(parents=True, exist_ok=True)
             for old in parent.glob("embedops-run-*-*"):
                 pid = old.name.split("-")[2]
-                if pid.isdigit() and not _alive(int(pid)):
+                if pid.isdigit() and not pid_alive(int(pid)):
                     shutil.rmtree(old, ignore_errors=True)
         prefix = f"embedops-run-{os.getpid()}-"
         self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
@@ -163,7 +163,8 @@ class Scratch:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
