@@ -140,7 +140,9 @@ def _main(
     """embedops: embeddings for records, offline and reproducible."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _State.debug = debug
-    configure_logging("DEBUG" if debug else log_level, log_json)
+    # JSON logs are for machines: they get the INFO lines too (one per commit of a run).
+    level = "INFO" if log_json and log_level.upper() == "WARNING" else log_level
+    configure_logging("DEBUG" if debug else level, log_json)
 
 
 def _split(value: str | None) -> list[str]:
@@ -198,6 +200,16 @@ def embed(
             help="The input is a change feed: each line has op upsert|delete; applied in order.",
         ),
     ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option("--metrics-port", help="Serve the run's Prometheus metrics on this port."),
+    ] = None,
+    metrics_file: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-file", help="Write the run's metrics to this file (node-exporter textfile)."
+        ),
+    ] = None,
     commit_every: Annotated[
         int | None,
         typer.Option(
@@ -241,6 +253,8 @@ def embed(
                 strip_markup=strip_markup,
                 delete_missing=delete_missing,
                 feed=feed,
+                metrics_port=metrics_port,
+                metrics_file=metrics_file,
                 progress=RichProgress(f"embed {source.name}", console=err, enabled=not quiet),
             )
         if json_out:

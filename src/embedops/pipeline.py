@@ -41,6 +41,7 @@ from embedops.errors import ModelError
 from embedops.models.base import Embedder
 
 if TYPE_CHECKING:
+    from embedops.monitoring.job import JobMetrics
     from embedops.runlog import RunLog
 from embedops.signals import deferred_signals
 from embedops.sources import Source
@@ -294,9 +295,11 @@ class Run:
         options: RunOptions,
         progress: Progress | None = None,
         run_log: RunLog | None = None,
+        metrics: JobMetrics | None = None,
     ) -> None:
         self.source = source
         self.run_log = run_log
+        self.metrics = metrics
         self.scratch = Scratch(writer.store.path / ".scratch")
         self.seen = IdSet(self.scratch.folder("seen"))
         self.mentioned = IdSet(self.scratch.folder("mentioned"))  # ids of quarantined rows
@@ -337,6 +340,10 @@ class Run:
             if self.run_log is not None:
                 self.run_log.finish(
                     report, self._position, self.source.total, self.source.unit, error
+                )
+            if self.metrics is not None:
+                self.metrics.update(
+                    report, self._position, self.source.total, force=True, done=True
                 )
             report.seconds = round(time.perf_counter() - started, 3)
             report.rows_per_second = (
@@ -416,8 +423,13 @@ class Run:
 
     def _tick(self, in_flight: int = 0) -> None:
         """Report progress: rows finished, and the source position scaled to match."""
-        if self.run_log is not None and threading.current_thread() is threading.main_thread():
-            self.run_log.update(self.report, self._position, self.source.total, self.source.unit)
+        if threading.current_thread() is threading.main_thread():
+            if self.run_log is not None:
+                self.run_log.update(
+                    self.report, self._position, self.source.total, self.source.unit
+                )
+            if self.metrics is not None:
+                self.metrics.update(self.report, self._position, self.source.total)
         if not self.progress:
             return
         r = self.report
@@ -653,11 +665,15 @@ class Run:
 
     def _embed(self, texts: Sequence[str]) -> tuple[NDArray[np.float32], dict[int, str]]:
         """Embed ``texts`` (see ``embedding.embed_with_retry``)."""
-        return embed_with_retry(
+        started = time.perf_counter()
+        result = embed_with_retry(
             self.embedder,
             texts,
             budget_hint=f"lower --batch-tokens (now {self.options.batch_tokens or 'none'})",
         )
+        if self.metrics is not None:
+            self.metrics.observe_batch(time.perf_counter() - started)
+        return result
 
 
 def _segments(rows: list[CleanRow]) -> Iterator[list[CleanRow]]:

@@ -29,6 +29,7 @@ from embedops.errors import CollectionNotFound, ConfigError, EmbedopsError
 from embedops.models.base import Embedder
 from embedops.models.loader import BACKENDS, backend_of, load_embedder
 from embedops.models.processes import ProcessPoolEmbedder
+from embedops.monitoring.job import JobMetrics
 from embedops.pipeline import Progress, Run, RunOptions, RunReport, quarantine_path
 from embedops.registry import ModelRegistry, resolve_model_arg
 from embedops.runlog import RunLog
@@ -196,6 +197,8 @@ class EmbeddingProcessor:
         delete_missing: bool = False,
         feed: bool = False,
         progress: Progress | None = None,
+        metrics_port: int | None = None,
+        metrics_file: str | Path | None = None,
     ) -> RunReport:
         """Embed the records of a file into ``collection``.
 
@@ -219,6 +222,8 @@ class EmbeddingProcessor:
                 with another op is quarantined (``invalid_op``), a delete of an id not
                 stored counts as unchanged.
             progress: receives progress updates.
+            metrics_port: serve the run's Prometheus metrics on this port (127.0.0.1).
+            metrics_file: write them to this file (node-exporter's textfile collector).
 
         Returns:
             The run report (``read == inserted + updated + metadata_updated + unchanged +
@@ -298,6 +303,16 @@ class EmbeddingProcessor:
             ),
             progress=progress,
             run_log=RunLog(self.store_path, collection),
+            metrics=(
+                JobMetrics(
+                    collection,
+                    embedder.spec.version,
+                    port=metrics_port,
+                    textfile=Path(metrics_file) if metrics_file else None,
+                )
+                if metrics_port is not None or metrics_file
+                else None
+            ),
         )
         self.last_report = report
         try:

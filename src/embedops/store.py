@@ -515,6 +515,17 @@ class Writer:
                     self._table.add(pa.concat_tables(self._pending))
                 self._pending = []
                 self.committed += rows
+            logger.info(
+                "committed %d rows to %s",
+                rows,
+                self.name,
+                extra={
+                    "table": self.name,
+                    "rows": rows,
+                    "version": self.version,
+                    "committed": self.committed,
+                },
+            )
         except _ARROW_ERRORS as exc:
             self._pending = []  # rows that do not fit would fail every later commit too
             raise self._misfit(exc) from exc
