@@ -15,7 +15,6 @@ from embedops.cli import app
 from embedops.config import Settings
 from tests.fakes import FakeEmbedder
 
-
 SMALL_WINDOWS = {"EMBEDOPS_SORT_WINDOW": "100", "EMBEDOPS_READ_ROWS": "100"}
 
 
