@@ -52,6 +52,7 @@ def test_exit_codes_are_distinct() -> None:
         errors.ConfigError,
         errors.CollectionNotFound,
         errors.ItemNotFound,
+        errors.QualityGateFailed,
     ]
     codes = [c.exit_code for c in classes]
     assert len(set(codes)) == len(codes)
@@ -187,8 +188,73 @@ def test_sigterm_stops_a_run_cleanly_and_keeps_the_rows_embedded(tmp_path: Path)
     env = {**os.environ, "PYTHONPATH": str(root), "KILL_FROM": "4096"}  # the second window
     stopped = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert stopped.returncode == 143, stopped.stderr
-    assert stopped.stderr.strip().splitlines()[-1] == "terminated"
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        "terminated: 4,096 rows saved to c (6,000 read); run the same command again to resume"
+    )
     env["KILL_FROM"] = "-1"
     again = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
-    assert "6,000 read: 1,904 embedded, 4,096 unchanged" in again.stdout
+    assert "6,000 read: 1,904 embedded (1,904 new, 0 changed)" in again.stdout
+    assert "4,096 unchanged" in again.stdout
+
+
+# Two Ctrl-C 50 ms apart in the second window, the second one while the first one's commit
+# runs (a commit made slow here, as a large one is).
+_TWICE_INTERRUPTED_RUN = """
+import os, signal, sys, threading, time
+import embedops.processor, embedops.store
+from embedops.cli import app
+from tests.fakes import FakeEmbedder
+
+class Stopped(FakeEmbedder):
+    def embed(self, texts):
+        if any(int(t.split()[-1]) >= 4096 for t in texts) and not os.environ.get("DONE"):
+            os.environ["DONE"] = "1"
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().embed(texts)
+
+create = embedops.store.VectorStore._create
+def slow_create(self, name, data):
+    time.sleep(0.5)
+    return create(self, name, data)
+
+embedops.store.VectorStore._create = slow_create
+fake = Stopped()
+embedops.processor.load_embedder = lambda *args, **kwargs: fake
+sys.argv = ["embedops", *sys.argv[1:]]
+app()
+"""
+
+
+def test_a_second_ctrl_c_waits_for_the_commit_and_loses_nothing(tmp_path: Path) -> None:
+    """The second SIGINT arrives while the rows embedded so far are committed: it is held
+    (and said so), the rows are saved, the exit line counts them, --json prints the report.
+    Before, the second one broke the commit: exit 130 with a traceback and no table."""
+    import os
+    import subprocess
+    import sys
+
+    source = tmp_path / "items.csv"
+    source.write_text("sku,title\n" + "".join(f"S{i},item number {i}\n" for i in range(6000)))
+    store = tmp_path / "store"
+    cli = _embed(source, store, "--id-field", "sku", "--json")
+    args = [sys.executable, "-c", _TWICE_INTERRUPTED_RUN, *cli]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    stopped = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 130, stopped.stderr
+    assert "Traceback" not in stopped.stderr and "Exception ignored" not in stopped.stderr
+    assert "SIGINT received while saving" in stopped.stderr
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        "interrupted: 4,096 rows saved to c (6,000 read); run the same command again to resume"
+    )
+    report = json.loads(stopped.stdout)
+    assert (report["status"], report["stored"], report["embedded"]) == ("interrupted", 4096, 4096)
+    env["DONE"] = "1"
+    again = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert (json.loads(again.stdout)["unchanged"], json.loads(again.stdout)["embedded"]) == (
+        4096,
+        1904,
+    )

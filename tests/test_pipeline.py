@@ -92,6 +92,7 @@ def test_keep_metadata_and_row_layout(
         "vector",
         "text",
         "content_hash",
+        "meta_hash",
         "model_version",
         "updated_at",
         "cat",
@@ -155,7 +156,7 @@ def test_queries(tmp_path: Path, processor: EmbeddingProcessor) -> None:
         processor.vectors("q", ["1", "nope"])
     with pytest.raises(CollectionNotFound, match="embed a file into it first"):
         processor.search("other", "x")
-    with pytest.raises(ConfigError, match="k must be between 1 and 2,147,483,647, got 0"):
+    with pytest.raises(ConfigError, match="whole number between 1 and 2,147,483,647, got 0"):
         processor.search("q", "x", k=0)
     with pytest.raises(ConfigError, match="got 9223372036854775807"):  # not an OverflowError
         processor.most_similar("q", item_id="1", k=2**63 - 1)
@@ -183,7 +184,8 @@ def test_one_writer_per_table(
 ) -> None:
     writer = processor.store.writer("locked", fake.spec.version, fake.spec.dim)
     src = _write_jsonl(tmp_path / "l.jsonl", _items(3))
-    with writer.lock(), pytest.raises(StoreError, match="another process is writing"):
+    held = r"another writer in this process .* is writing"
+    with writer.lock(), pytest.raises(StoreError, match=held):
         processor.process(src, collection="locked", id_field="id", text_field="text")
 
 

@@ -24,6 +24,7 @@ def test_public_api_is_curated() -> None:
         "SourceNotFound",
         "StoreError",
         "__version__",
+        "embed_with_retry",
     }
     for name in embedops.__all__:
         assert hasattr(embedops, name), name

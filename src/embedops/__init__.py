@@ -2,6 +2,7 @@
 
 from embedops.cleaning import CleanOptions, FieldSpec, Reason
 from embedops.config import Settings
+from embedops.embedding import embed_with_retry
 from embedops.errors import (
     CollectionNotFound,
     ConfigError,
@@ -44,4 +45,5 @@ __all__ = [
     "SourceNotFound",
     "StoreError",
     "__version__",
+    "embed_with_retry",
 ]

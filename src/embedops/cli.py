@@ -13,7 +13,7 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -23,6 +23,9 @@ from rich.table import Table
 from embedops.config import Settings
 from embedops.errors import ConfigError, EmbedopsError
 from embedops.logs import configure_logging
+
+if TYPE_CHECKING:
+    from embedops.pipeline import RunReport
 
 app = typer.Typer(
     name="embedops",
@@ -37,19 +40,19 @@ err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 StoreOpt = Annotated[
-    Path | None,
-    typer.Option("--store", help="Store directory [env: EMBEDOPS_STORE; default ./.embedops]."),
+    str | None,
+    typer.Option("--store", help="Store directory (env EMBEDOPS_STORE; default ./.embedops)."),
 ]
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", help="Model alias, directory or cached HF id [env: EMBEDOPS_MODEL]."),
+    typer.Option("--model", help="Model alias, directory or cached HF id (env EMBEDOPS_MODEL)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 BackendOpt = Annotated[
     str | None,
     typer.Option(
         "--backend",
-        help="torch, onnx, onnx-int8 or static [env: EMBEDOPS_BACKEND; default onnx].",
+        help="torch, onnx, onnx-int8 or static (env EMBEDOPS_BACKEND; default onnx).",
     ),
 ]
 
@@ -59,14 +62,16 @@ class _State:
 
 
 def _settings(
-    store: Path | None, model: str | None, backend: str | None = None, **extra: Any
+    store: str | None, model: str | None, backend: str | None = None, **extra: Any
 ) -> Settings:
-    values: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
-    if store is not None:
-        values["store"] = store
-    if model is not None:
+    # An empty value means unset, as for the EMBEDOPS_* variables (--model "" is not the
+    # current directory).
+    values: dict[str, Any] = {k: v for k, v in extra.items() if v is not None and v != ""}
+    if store:
+        values["store"] = Path(store)
+    if model:
         values["model"] = model
-    if backend is not None:
+    if backend:
         values["backend"] = backend
     try:
         return Settings(**values)
@@ -87,9 +92,16 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated
 
 
-def _guard(action: Callable[[], T]) -> T:
+def _guard(
+    action: Callable[[], T],
+    *,
+    run: Callable[[], RunReport | None] | None = None,
+    json_out: bool = False,
+) -> T:
     """Run a command body; turn embedops errors into one line and an exit code, and Ctrl-C
-    or SIGTERM into a clean stop (exit 130 or 143)."""
+    or SIGTERM into a clean stop (exit 130 or 143). ``run`` gives the report of the run the
+    command made, if any: a stopped run's line says how many rows it saved (``json_out``:
+    the report goes to stdout too)."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main else None
     try:
@@ -99,12 +111,19 @@ def _guard(action: Callable[[], T]) -> T:
             raise
         err.print(f"error: {exc}", highlight=False, markup=False, style="red")
         raise typer.Exit(exc.exit_code) from None
-    except _Terminated:
-        err.print("terminated")
-        raise typer.Exit(143) from None
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, _Terminated)
+        report = run() if run is not None else None
+        line = "terminated" if terminated else "interrupted"
+        if report is not None:
+            line += (
+                f": {report.stored:,} rows saved to {report.collection} "
+                f"({report.read:,} read); run the same command again to resume"
+            )
+            if json_out:
+                out.print_json(json.dumps(report.to_dict()))
+        err.print(line, highlight=False, markup=False)
+        raise typer.Exit(143 if terminated else 130) from None
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
@@ -121,7 +140,9 @@ def _main(
     """embedops: embeddings for records, offline and reproducible."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _State.debug = debug
-    configure_logging("DEBUG" if debug else log_level, log_json)
+    # JSON logs are for machines: they get the INFO lines too (one per commit of a run).
+    level = "INFO" if log_json and log_level.upper() == "WARNING" else log_level
+    configure_logging("DEBUG" if debug else level, log_json)
 
 
 def _split(value: str | None) -> list[str]:
@@ -137,7 +158,7 @@ def embed(
         str | None, typer.Option(help="Text from several fields, e.g. '{title}. {body}'.")
     ] = None,
     id_field: Annotated[
-        str | None, typer.Option(help="Field holding the id [default: 1-based row number].")
+        str | None, typer.Option(help="Field holding the id (default: the 1-based row number).")
     ] = None,
     keep: Annotated[str | None, typer.Option(help="Fields to store as metadata: a,b,c.")] = None,
     columns: Annotated[
@@ -166,6 +187,37 @@ def embed(
             "for the static backend (default 1: in this process)."
         ),
     ] = None,
+    delete_missing: Annotated[
+        bool,
+        typer.Option(
+            "--delete-missing", help="The input is a full snapshot: delete stored ids it lacks."
+        ),
+    ] = False,
+    feed: Annotated[
+        bool,
+        typer.Option(
+            "--feed",
+            help="The input is a change feed: each line has op upsert|delete; applied in order.",
+        ),
+    ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option("--metrics-port", help="Serve the run's Prometheus metrics on this port."),
+    ] = None,
+    metrics_file: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-file", help="Write the run's metrics to this file (node-exporter textfile)."
+        ),
+    ] = None,
+    commit_every: Annotated[
+        int | None,
+        typer.Option(
+            "--commit-every",
+            help="Rows per store commit (env EMBEDOPS_COMMIT_ROWS; default 16384): a crash "
+            "re-embeds at most this many rows plus one window.",
+        ),
+    ] = None,
     store: StoreOpt = None,
     model: ModelOpt = None,
     backend: BackendOpt = None,
@@ -184,8 +236,10 @@ def embed(
             batch_tokens=batch_tokens,
             workers=workers,
             processes=processes,
+            commit_rows=commit_every,
         )
         with EmbeddingProcessor(settings=settings) as processor:
+            started.append(processor)
             report = processor.process(
                 source,
                 collection=collection,
@@ -197,14 +251,20 @@ def embed(
                 format=format,
                 normalize=normalize,
                 strip_markup=strip_markup,
+                delete_missing=delete_missing,
+                feed=feed,
+                metrics_port=metrics_port,
+                metrics_file=metrics_file,
                 progress=RichProgress(f"embed {source.name}", console=err, enabled=not quiet),
             )
         if json_out:
             out.print_json(json.dumps(report.to_dict()))
             return
         out.print(
-            f"{report.read:,} read: {report.embedded:,} embedded, {report.unchanged:,} "
-            f"unchanged, {report.quarantined:,} quarantined in {report.seconds:.1f}s "
+            f"{report.read:,} read: {report.embedded:,} embedded ({report.inserted:,} new, "
+            f"{report.updated:,} changed), {report.metadata_updated:,} metadata updated, "
+            f"{report.unchanged:,} unchanged, {report.deleted:,} deleted, "
+            f"{report.quarantined:,} quarantined in {report.seconds:.1f}s "
             f"({report.rows_per_second:,.0f} rows/s) -> {report.collection} "
             f"[{report.model_version}]",
             highlight=False,
@@ -216,7 +276,8 @@ def embed(
                 f"quarantine: {report.quarantine_path} ({reasons})", highlight=False, markup=False
             )
 
-    _guard(run)
+    started: list[EmbeddingProcessor] = []
+    _guard(run, run=lambda: started[0].last_report if started else None, json_out=json_out)
 
 
 def _print_hits(hits: list[tuple[str, float]], json_out: bool, title: str) -> None:
@@ -322,4 +383,9 @@ def main() -> None:
     app()
 
 
+from embedops.cli_models import models_app as _models_app  # noqa: E402
+
+app.add_typer(_models_app, name="models")
+
+from embedops import cli_collections as _cli_collections  # noqa: E402,F401  history, rollback
 from embedops import cli_service as _cli_service  # noqa: E402,F401  registers serve, keys

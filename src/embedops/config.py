@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_STORE = Path(".embedops")
+MAX_BATCH_TOKENS = 65_536
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "embedops"
 
 
@@ -21,11 +25,13 @@ class Settings(BaseSettings):
         PosixPath('/data/vectors')
     """
 
-    model_config = SettingsConfigDict(env_prefix="EMBEDOPS_", extra="forbid")
+    # An empty variable (EMBEDOPS_STORE=) means unset, not the current directory.
+    model_config = SettingsConfigDict(env_prefix="EMBEDOPS_", extra="forbid", env_ignore_empty=True)
 
     store: Path = Field(default=DEFAULT_STORE, description="Directory of the vector store.")
     model: str = Field(
         default=DEFAULT_MODEL,
+        min_length=1,
         description="Model name, Hugging Face model id or local directory.",
     )
     backend: str = Field(
@@ -36,6 +42,9 @@ class Settings(BaseSettings):
     batch_tokens: int | None = Field(
         default=None,
         ge=64,
+        # Attention memory grows with rows x length^2: 65,536 tokens of 256-token texts take
+        # about 1 GB of activations; 10^12 took 9.9 GB for 2,000 rows.
+        le=MAX_BATCH_TOKENS,
         description="Token budget of one inference batch (rows x padded length); "
         "default: the backend's measured best.",
     )
@@ -56,20 +65,44 @@ class Settings(BaseSettings):
     threads: int | None = Field(
         default=None,
         ge=1,
+        le=1024,
         description="Inference threads per worker; default: cores / (workers x processes).",
     )
     cache_dir: Path = Field(
         default=DEFAULT_CACHE,
         description="Where built model artefacts (ONNX, static models) are cached.",
     )
-    read_rows: int = Field(default=4096, ge=1, description="Rows per input record batch.")
+    read_rows: int = Field(
+        default=4096, ge=1, le=1_000_000, description="Rows per input record batch."
+    )
     sort_window: int = Field(
         default=4096,
         ge=1,
+        le=1_000_000,
         description="Rows sorted by length, embedded and committed together (one store commit).",
     )
+    commit_rows: int = Field(
+        default=16_384,
+        ge=1,
+        le=10_000_000,
+        description="Rows one store commit holds (--commit-every): a crash loses at most this "
+        "many embedded rows plus one window; smaller commits make more table fragments.",
+    )
+    embed_cache: str = Field(
+        default="auto",
+        pattern="^(auto|on|off)$",
+        description="The shared embedding cache on disk (vectors by model version and text "
+        "hash, across runs and collections): on, off, or auto (on except for the static "
+        "backend, whose embedding costs less than a lookup).",
+    )
+    embed_cache_mb: int = Field(
+        default=2048, ge=1, le=1_000_000, description="Size bound of the embedding cache, MB."
+    )
     cache_size: int = Field(
-        default=65536, ge=0, description="Vectors kept to reuse for identical texts in a run."
+        default=65536,
+        ge=0,
+        le=10_000_000,
+        description="Vectors kept to reuse for identical texts in a run.",
     )
 
     # --- The embedding service (``embedops serve``; see ``embedops.service``) ---
@@ -121,3 +154,20 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(
         default=30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish."
     )
+
+
+def bounded_to_cores(name: str, value: int, cores: int | None = None) -> int:
+    """``value`` capped at the machine's cores, with a warning that names the value used:
+    more threads or processes than cores only queue for them (64 threads on 2 cores ran a
+    job 25 times slower)."""
+    available = cores or os.cpu_count() or 1
+    if value <= available:
+        return value
+    logger.warning(
+        "%s=%d is more than the %d cores of this machine; using %d",
+        name,
+        value,
+        available,
+        available,
+    )
+    return available

@@ -12,7 +12,8 @@ process exit code the CLI uses for it, so scripts can tell failures apart::
     ├── ResourceError
     │   └── MemoryPressure (6)           MemoryError even after halving the batch
     ├── ModelError
-    │   └── ModelLoadError (7)           package missing, weights corrupt or incomplete
+    │   ├── ModelLoadError (7)           package missing, weights corrupt, incomplete or changed
+    │   └── QualityGateFailed (12)       not evaluated, or misses its quality gate (promote)
     └── StoreError (8)
         ├── CollectionNotFound (10)
         └── ItemNotFound (11)
@@ -99,3 +100,9 @@ class ItemNotFound(StoreError):
     """An item id is not in the collection."""
 
     exit_code = 11
+
+
+class QualityGateFailed(ModelError):
+    """A model version was not evaluated, or its scores miss its quality gate."""
+
+    exit_code = 12

@@ -9,6 +9,8 @@ next commit, not by the input.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import queue
 import threading
@@ -18,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,9 +35,17 @@ from embedops.cleaning import (
     QuarantineWriter,
     Reason,
 )
-from embedops.errors import MemoryPressure, ModelError
+from embedops.embed_cache import EmbedCache
+from embedops.embedding import ZERO_VECTOR, embed_with_retry
+from embedops.errors import ModelError
 from embedops.models.base import Embedder
+
+if TYPE_CHECKING:
+    from embedops.monitoring.job import JobMetrics
+    from embedops.runlog import RunLog
+from embedops.signals import deferred_signals
 from embedops.sources import Source
+from embedops.state import IdSet, Scratch, StoredState, hash64, hex64
 from embedops.store import Writer
 
 logger = logging.getLogger(__name__)
@@ -54,16 +64,31 @@ class Progress(Protocol):
 
 @dataclass
 class RunReport:
-    """What a run did. Always ``read == embedded + unchanged + quarantined``.
+    """What a run did. Always ``read == inserted + updated + metadata_updated + unchanged +
+    deleted + quarantined``, and ``embedded == inserted + updated``.
 
     Attributes:
         read: records read from the source.
+        inserted: rows of ids not stored before, embedded.
+        updated: rows whose text changed, embedded again.
+        metadata_updated: rows whose kept metadata alone changed, rewritten without embedding.
+        deleted: ids deleted. With ``delete_missing``, each stored id that the input (a full
+            snapshot) lacks is read from the table and counted in ``read`` too, so that the
+            sum above holds; ids of quarantined rows are not deleted.
         embedded: rows written with a fresh vector (``cache_hits`` of them reused the vector of
             an identical text embedded earlier in the run).
-        unchanged: rows already stored with the same content hash, not embedded again.
+        unchanged: rows already stored with the same text and metadata, not embedded again.
         quarantined: rows written to the quarantine file; ``reasons`` counts them by reason.
+        embed_cache_hits: distinct texts whose vector came from the shared embedding cache on
+            disk (``embed_cache.EmbedCache``; other runs and collections) instead of the
+            model; ``embed_cache_hit_rate``: hits per lookup (``None``: cache off).
         truncated: embedded rows whose text exceeded the model's token limit.
         cleaned: rows changed by each cleaning step.
+        stored: rows this run committed to the table (after a failure or Ctrl-C: what was
+            kept; a re-run skips them).
+        status: ``running``, ``finished``, ``interrupted`` (Ctrl-C, SIGTERM) or ``failed``.
+        published: the collection's published version after the run (``embedops history``);
+            ``None`` when the run did not publish (another model version serves readers).
     """
 
     source: str
@@ -72,16 +97,25 @@ class RunReport:
     store: str
     quarantine_path: str | None = None
     read: int = 0
-    embedded: int = 0
+    inserted: int = 0
+    updated: int = 0
+    metadata_updated: int = 0
     unchanged: int = 0
+    deleted: int = 0
     quarantined: int = 0
+    embedded: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     cache_hits: int = 0
+    embed_cache_hits: int = 0
+    embed_cache_hit_rate: float | None = None
     truncated: int = 0
     cleaned: dict[str, int] = field(default_factory=dict)
     batches: int = 0
     seconds: float = 0.0
     rows_per_second: float = 0.0
+    stored: int = 0
+    status: str = "running"
+    published: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +131,9 @@ class RunOptions:
     max_batch_rows: int = 1024
     prefetch: int = 2
     workers: int = 1
+    delete_missing: bool = False
+    feed: bool = False  # the source is a change feed (see ``Run._apply_feed``)
+    embed_cache: EmbedCache | None = None
 
 
 class VectorCache:
@@ -132,11 +169,33 @@ class Window:
     rows: list[CleanRow]
     texts: dict[str, str]
     lengths: dict[str, int]
+    stored: frozenset[str] = frozenset()  # ids of ``rows`` already in the table
+    metadata: tuple[CleanRow, ...] = ()  # rows whose kept metadata alone changed
+
+
+@dataclass
+class Pending:
+    """Rows read and cleaned that the store must hear of: to embed (``rows``; ``stored``
+    names those already in the table) and whose metadata alone changed (``metadata``)."""
+
+    rows: list[CleanRow] = field(default_factory=list)
+    stored: set[str] = field(default_factory=set)
+    metadata: list[CleanRow] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows) + len(self.metadata)
+
+
+def meta_hash(keep: Sequence[str], metadata: dict[str, Any]) -> str:
+    """A hash of a row's kept fields, names included (so keeping another field changes it);
+    empty when nothing is kept."""
+    if not keep:
+        return ""
+    blob = json.dumps([[name, metadata.get(name)] for name in keep], default=str)
+    return hashlib.blake2b(blob.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 _DONE = object()
-# Why a text whose vector is zero is quarantined (a static model knows none of its tokens).
-ZERO_VECTOR = "the model returned a zero vector (it knows no token of the text)"
 
 
 class Prefetch(Generic[T]):
@@ -185,7 +244,12 @@ class Prefetch(Generic[T]):
         self._stop.set()
 
     def join(self) -> None:
-        self._thread.join(timeout=10)
+        """Wait for the thread (it stops at its next item once stopped). A reader still
+        inside pyarrow when the process exits could be torn down mid-call, so this waits
+        long, and says so if even that was not enough."""
+        self._thread.join(timeout=60)
+        if self._thread.is_alive():
+            logger.warning("the %s thread did not stop within 60 s", self._thread.name)
 
     def _put(self, item: object) -> bool:
         while not self._stop.is_set():
@@ -230,9 +294,16 @@ class Run:
         report: RunReport,
         options: RunOptions,
         progress: Progress | None = None,
+        run_log: RunLog | None = None,
+        metrics: JobMetrics | None = None,
     ) -> None:
         self.source = source
-        self.cleaner = Cleaner(spec, clean)
+        self.run_log = run_log
+        self.metrics = metrics
+        self.scratch = Scratch(writer.store.path / ".scratch")
+        self.seen = IdSet(self.scratch.folder("seen"))
+        self.mentioned = IdSet(self.scratch.folder("mentioned"))  # ids of quarantined rows
+        self.cleaner = Cleaner(spec, clean, self.seen, feed=options.feed)
         self.embedder = embedder
         self.writer = writer
         self.quarantine = quarantine
@@ -240,7 +311,8 @@ class Run:
         self.options = options
         self.progress = progress
         self.cache = VectorCache(options.cache_size)
-        self._stored: dict[str, str] = {}
+        self._state: StoredState | None = None
+        self._cache_lookups = 0  # texts looked up in the shared embedding cache
         self._position = 0
         self._lock = threading.Lock()
         self._pool: Executor
@@ -248,15 +320,57 @@ class Run:
     def execute(self) -> RunReport:
         started = time.perf_counter()
         report = self.report
+        error: str | None = None
+        if self.run_log is not None:
+            self.run_log.update(report, 0, self.source.total, self.source.unit, force=True)
+        try:
+            self._execute()
+        except KeyboardInterrupt:
+            report.status = "interrupted"
+            raise
+        except BaseException as exc:
+            report.status = "failed"
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        else:
+            report.status = "finished"
+        finally:
+            self.scratch.close()
+            self._summarise()
+            if self.run_log is not None:
+                self.run_log.finish(
+                    report, self._position, self.source.total, self.source.unit, error
+                )
+            if self.metrics is not None:
+                self.metrics.update(
+                    report, self._position, self.source.total, force=True, done=True
+                )
+            report.seconds = round(time.perf_counter() - started, 3)
+            report.rows_per_second = (
+                round(report.read / report.seconds, 1) if report.seconds else 0.0
+            )
+        return report
+
+    def _execute(self) -> None:
         with (
             self.writer.lock(),
             ThreadPoolExecutor(
                 max_workers=self.options.workers, thread_name_prefix="embedops-infer"
             ) as self._pool,
         ):
-            self._stored = self.writer.hashes()
             if self.progress:
                 self.progress.start(self.source.total, self.source.unit)
+            if self.options.feed:
+                try:
+                    self._apply_feed()
+                finally:
+                    with deferred_signals("saving the rows embedded so far", redeliver=False):
+                        self.writer.flush()
+                    self.quarantine.close()
+                    if self.progress:
+                        self.progress.stop()
+                return
+            self._state = self.writer.state(self.scratch.folder("stored"))
             try:
                 # Reading and cleaning run in one thread, token counting in another, each a
                 # window ahead of the next stage: the backends release the GIL while they
@@ -270,13 +384,17 @@ class Run:
                         self._flush(window)
                         self._tick()
                     self.writer.flush()
+                    if self.options.delete_missing:
+                        self._delete_missing()  # under the writer's lock, after every write
                 except BaseException:
                     # Keep the rows embedded before the failure (a re-run skips them); an error
-                    # of this commit must not hide the first one.
-                    try:
-                        self.writer.flush()
-                    except Exception:
-                        logger.exception("could not store the rows embedded before the failure")
+                    # of this commit must not hide the first one. A second Ctrl-C or SIGTERM
+                    # waits for this commit, then is dropped: the run is stopping already.
+                    with deferred_signals("saving the rows embedded so far", redeliver=False):
+                        try:
+                            self.writer.flush()
+                        except Exception:
+                            logger.exception("could not store the rows embedded before the failure")
                     raise
                 finally:
                     for stage in (windows, rows):
@@ -287,6 +405,10 @@ class Run:
                 self.quarantine.close()
                 if self.progress:
                     self.progress.stop()
+
+    def _summarise(self) -> None:
+        """Fill the report's totals (also after a failure: the CLI prints what was kept)."""
+        report = self.report
         stats = self.cleaner.stats
         report.cleaned = {
             "markup": stats.markup,
@@ -295,16 +417,23 @@ class Run:
         }
         report.reasons = dict(sorted(self.quarantine.reasons.items()))
         report.quarantine_path = str(self.quarantine.path) if self.quarantine.count else None
-        report.seconds = round(time.perf_counter() - started, 3)
-        report.rows_per_second = round(report.read / report.seconds, 1) if report.seconds else 0.0
-        return report
+        report.stored = self.writer.committed
+        if self.options.embed_cache is not None and self._cache_lookups:
+            report.embed_cache_hit_rate = round(report.embed_cache_hits / self._cache_lookups, 4)
 
     def _tick(self, in_flight: int = 0) -> None:
         """Report progress: rows finished, and the source position scaled to match."""
+        if threading.current_thread() is threading.main_thread():
+            if self.run_log is not None:
+                self.run_log.update(
+                    self.report, self._position, self.source.total, self.source.unit
+                )
+            if self.metrics is not None:
+                self.metrics.update(self.report, self._position, self.source.total)
         if not self.progress:
             return
         r = self.report
-        done = r.embedded + r.unchanged + r.quarantined + in_flight
+        done = r.embedded + r.metadata_updated + r.unchanged + r.quarantined + in_flight
         position = int(self._position * done / r.read) if r.read else 0
         self.progress.update(position, done)
 
@@ -313,36 +442,123 @@ class Run:
         with self._lock:
             self.quarantine.write(records)
             self.report.quarantined += len(records)
+            if self.options.delete_missing:
+                ids = [r.id for r in records if r.id is not None]
+                self.mentioned.add(hash64(ids), np.zeros(len(ids), dtype=np.uint64))
 
-    def _row_windows(self) -> Iterator[list[CleanRow]]:
-        """Read, clean, drop unchanged rows; yield rows to embed, ``sort_window`` at a time."""
+    def _row_windows(self) -> Iterator[Pending]:
+        """Read, clean, sort rows by what the table holds for their ids: unchanged rows are
+        counted; rows to embed and metadata-only changes are yielded, ``sort_window`` at a
+        time."""
         report = self.report
-        rows: list[CleanRow] = []
+        keep = self.cleaner.spec.keep
+        pending = Pending()
+        assert self._state is not None
         for batch in self.source.batches():
             report.read += batch.num_rows
             good, bad = self.cleaner.clean(batch)
             self._quarantine(bad)
-            for row in good:
-                if self._stored.get(row.id) == row.content_hash:
-                    report.unchanged += 1
-                else:
-                    rows.append(row)
+            if good:
+                stored, content, meta = self._state.lookup(hash64([r.id for r in good]))
+                mine = hex64([r.content_hash for r in good])
+                metas = [meta_hash(keep, r.metadata) for r in good]
+                for i, row in enumerate(good):
+                    if not stored[i]:
+                        pending.rows.append(row)
+                    elif content[i] != mine[i]:
+                        pending.rows.append(row)
+                        pending.stored.add(row.id)
+                    elif int(meta[i]) != (int(metas[i], 16) if metas[i] else 0):
+                        pending.metadata.append(row)
+                    else:
+                        report.unchanged += 1
             self._position = batch.position
-            if len(rows) >= self.options.sort_window:
-                yield rows
-                rows = []
+            if len(pending) >= self.options.sort_window:
+                yield pending
+                pending = Pending()
             self._tick()
-        if rows:
-            yield rows
+        if pending:
+            yield pending
 
-    def _window(self, rows: list[CleanRow]) -> Window:
+    def _apply_feed(self) -> None:
+        """Apply a change feed in order. Each batch is cut into segments in which no id
+        comes twice; a segment is looked up in the table as it is after the segments before
+        it (they are committed first), so an id upserted, deleted and upserted again in one
+        feed ends as the last line says, and each line is counted by what it did."""
+        report = self.report
+        keep = self.cleaner.spec.keep
+        for batch in self.source.batches():
+            report.read += batch.num_rows
+            good, bad = self.cleaner.clean(batch)
+            self._quarantine(bad)
+            self._position = batch.position
+            for segment in _segments(good):
+                self.writer.flush()
+                stored = self.writer.lookup([r.id for r in segment])
+                deletes = [r.id for r in segment if r.delete and r.id in stored]
+                report.unchanged += sum(1 for r in segment if r.delete and r.id not in stored)
+                pending = Pending()
+                for row in segment:
+                    if row.delete:
+                        continue
+                    old = stored.get(row.id)
+                    if old is None:
+                        pending.rows.append(row)
+                    elif old[0] != row.content_hash:
+                        pending.rows.append(row)
+                        pending.stored.add(row.id)
+                    elif (old[1] or "") != meta_hash(keep, row.metadata):
+                        pending.metadata.append(row)
+                    else:
+                        report.unchanged += 1
+                if pending:
+                    self._flush(self._window(pending))
+                self.writer.delete(deletes)
+                report.deleted += len(deletes)
+                self._tick()
+
+    def _delete_missing(self) -> None:
+        """Delete the stored ids that the input did not hold (the input is a full snapshot).
+        The table's ids are streamed and checked against the run's seen ids on disk."""
+        missing: list[str] = []
+        report = self.report
+        for batch in self.writer.scan(["id"]):
+            ids = batch.column(0).to_pylist()
+            hashes = hash64(ids)
+            seen, _ = self.seen.first_rows(hashes)
+            mentioned, _ = self.mentioned.first_rows(hashes)
+            missing.extend(i for i, s in zip(ids, seen | mentioned, strict=True) if not s)
+            if len(missing) >= 100_000:
+                self.writer.delete(missing)
+                report.deleted += len(missing)
+                report.read += len(missing)
+                missing = []
+        self.writer.delete(missing)
+        report.deleted += len(missing)
+        report.read += len(missing)
+
+    def _window(self, pending: Pending) -> Window:
         """The window's distinct texts by hash, and their token counts."""
+        rows = pending.rows
         # Rows with one hash have one text; the dict keeps the order of first occurrence.
         texts = {row.content_hash: row.text for row in rows}
         lengths = dict(zip(texts, self.embedder.count_tokens(list(texts.values())), strict=True))
-        return Window(rows, texts, lengths)
+        over = self.embedder.spec.max_tokens + 1
+        for row in rows:
+            if row.cut:  # cut by characters before cleaning: longer than the model reads
+                lengths[row.content_hash] = max(lengths[row.content_hash], over)
+        return Window(rows, texts, lengths, frozenset(pending.stored), tuple(pending.metadata))
 
     def _flush(self, window: Window) -> None:
+        if window.metadata:
+            names = self.cleaner.spec.keep
+            changed = window.metadata
+            self.writer.update_metadata(
+                [r.id for r in changed],
+                {name: [r.metadata[name] for r in changed] for name in names},
+                [meta_hash(names, r.metadata) for r in changed],
+            )
+            self.report.metadata_updated += len(changed)
         rows = window.rows
         cached: dict[str, NDArray[np.float32]] = {}
         todo: dict[str, str] = {}
@@ -352,7 +568,18 @@ class Run:
                 todo[key] = text
             else:
                 cached[key] = vector
+        shared = self.options.embed_cache
+        if shared is not None and todo:
+            self._cache_lookups += len(todo)
+            found = shared.get(list(todo))
+            for key, vector in found.items():
+                cached[key] = vector
+                del todo[key]
+            self.report.embed_cache_hits += len(found)
         fresh, failed = self._embed_unique(todo, window.lengths)
+        if shared is not None and todo:
+            good = [i for i, key in enumerate(todo) if key not in failed]
+            shared.put([list(todo)[i] for i in good], fresh[good])
         # Every distinct text's vector in one matrix, and each text's row in it.
         keys = [*todo, *cached]
         matrix = np.concatenate([fresh, np.stack(list(cached.values()))]) if cached else fresh
@@ -378,16 +605,19 @@ class Run:
             return
         ids = [r.id for r in keep]
         hashes = [r.content_hash for r in keep]
-        stored = self._stored
+        names = self.cleaner.spec.keep
+        replace = {i for i in ids if i in window.stored}
         self.writer.write(
             ids=ids,
             vectors=matrix[[position[h] for h in hashes]],
             texts=[r.text for r in keep],
             hashes=hashes,
-            metadata={name: [r.metadata[name] for r in keep] for name in self.cleaner.spec.keep},
-            replace={i for i in ids if i in stored},
+            metadata={name: [r.metadata[name] for r in keep] for name in names},
+            replace=replace,
+            meta_hashes=[meta_hash(names, r.metadata) for r in keep],
         )
-        stored.update(zip(ids, hashes, strict=True))
+        self.report.updated += len(replace)
+        self.report.inserted += len(keep) - len(replace)
         self.report.embedded += len(keep)
 
     def _embed_unique(
@@ -434,52 +664,30 @@ class Run:
         return vectors, failed
 
     def _embed(self, texts: Sequence[str]) -> tuple[NDArray[np.float32], dict[int, str]]:
-        """Embed ``texts``: their vectors, and ``index -> error`` for the texts that failed
-        (their rows are zeros). On MemoryError halve the batch; on other errors find the bad
-        rows by halving."""
-        try:
-            matrix = self.embedder.embed(texts)
-        except MemoryError as exc:
-            if len(texts) == 1:
-                raise MemoryPressure(
-                    f"out of memory embedding a single text even after halving the batch; "
-                    f"lower --batch-tokens (now {self.options.batch_tokens or 'none'}) "
-                    "or free memory"
-                ) from exc
-            logger.warning("MemoryError on a batch of %d texts; halving it", len(texts))
-            return self._halves(texts)
-        except (ValueError, RuntimeError) as exc:
-            if len(texts) == 1:
-                return np.zeros((1, self.embedder.spec.dim), dtype=np.float32), {
-                    0: f"{type(exc).__name__}: {exc}"
-                }
-            return self._halves(texts)
-        matrix = np.asarray(matrix, dtype=np.float32)
-        if matrix.shape != (len(texts), self.embedder.spec.dim):
-            raise ModelError(
-                f"the model returned an array of shape {matrix.shape} for {len(texts)} texts "
-                f"(expected ({len(texts)}, {self.embedder.spec.dim})); check the backend"
-            )
-        finite = np.asarray(np.isfinite(matrix).all(axis=1))
-        # A zero vector: a static model knows no token of the text (emoji only, say). Stored,
-        # it would match nothing and count as embedded.
-        zero = ~matrix.any(axis=1)
-        bad = np.flatnonzero(~finite | zero)
-        if not bad.size:
-            return matrix, {}
-        matrix = matrix.copy()
-        matrix[bad] = 0.0
-        return matrix, {
-            int(i): "the model returned a non-finite vector" if not finite[i] else ZERO_VECTOR
-            for i in bad
-        }
+        """Embed ``texts`` (see ``embedding.embed_with_retry``)."""
+        started = time.perf_counter()
+        result = embed_with_retry(
+            self.embedder,
+            texts,
+            budget_hint=f"lower --batch-tokens (now {self.options.batch_tokens or 'none'})",
+        )
+        if self.metrics is not None:
+            self.metrics.observe_batch(time.perf_counter() - started)
+        return result
 
-    def _halves(self, texts: Sequence[str]) -> tuple[NDArray[np.float32], dict[int, str]]:
-        mid = len(texts) // 2
-        first, first_errors = self._embed(texts[:mid])
-        second, second_errors = self._embed(texts[mid:])
-        errors = first_errors | {mid + i: error for i, error in second_errors.items()}
-        return np.concatenate([first, second]), errors
+
+def _segments(rows: list[CleanRow]) -> Iterator[list[CleanRow]]:
+    """``rows`` cut, in order, into runs in which no id comes twice."""
+    segment: list[CleanRow] = []
+    ids: set[str] = set()
+    for row in rows:
+        if row.id in ids:
+            yield segment
+            segment, ids = [], set()
+        segment.append(row)
+        ids.add(row.id)
+    if segment:
+        yield segment
 
 
 def quarantine_path(store: Path, collection: str, stamp: str) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -14,16 +15,34 @@ import numpy as np
 from numpy.typing import NDArray
 
 from embedops.batching import embed_in_batches
-from embedops.cleaning import CleanOptions, CleanStats, FieldSpec, QuarantineWriter, clean_text
-from embedops.config import Settings
-from embedops.errors import ConfigError
+from embedops.catalog import Published
+from embedops.cleaning import (
+    CHARS_PER_TOKEN,
+    CleanOptions,
+    CleanStats,
+    FieldSpec,
+    QuarantineWriter,
+    clean_text,
+)
+from embedops.config import Settings, bounded_to_cores
+from embedops.embed_cache import EmbedCache
+from embedops.errors import CollectionNotFound, ConfigError, EmbedopsError
 from embedops.models.base import Embedder
 from embedops.models.loader import BACKENDS, backend_of, load_embedder
 from embedops.models.processes import ProcessPoolEmbedder
+from embedops.monitoring.job import JobMetrics
 from embedops.pipeline import Progress, Run, RunOptions, RunReport, quarantine_path
 from embedops.records import records_source
+from embedops.registry import ModelRegistry, resolve_model_arg
+from embedops.runlog import RunLog
 from embedops.sources import SourceFormat, open_source
-from embedops.store import Collection, VectorStore, check_collection_name, check_kept_names
+from embedops.store import (
+    Collection,
+    VectorStore,
+    Writer,
+    check_collection_name,
+    check_kept_names,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,14 +78,21 @@ class EmbeddingProcessor:
         settings: Settings | None = None,
     ) -> None:
         self.settings = settings or Settings()
-        self.store_path = Path(store) if store is not None else self.settings.store
+        # An empty value means unset, as for the EMBEDOPS_* variables.
+        self.store_path = Path(store) if store not in (None, "") else self.settings.store
         self.model = model or self.settings.model
         # An injected embedder brings its own backend (for its batching defaults).
         known = backend_of(embedder.spec) if embedder is not None else None
         self.backend = backend or known or self.settings.backend
+        # Asked for explicitly (argument, flag or EMBEDOPS_BACKEND): a registered version's
+        # backend must agree with it.
+        asked = "backend" in self.settings.model_fields_set
+        self._backend_asked = backend or (self.settings.backend if asked else None)
         self._embedder = embedder
         self._injected = embedder is not None
         self._store: VectorStore | None = None
+        self.last_report: RunReport | None = None  # of the last ``process``, also a failed one
+        self._cache: EmbedCache | None = None
 
     def __enter__(self) -> EmbeddingProcessor:
         self.open()
@@ -89,6 +115,9 @@ class EmbeddingProcessor:
         """Release the store handle and stop the backend's processes (embedding workers, the
         static backend's tokenizer), if any."""
         self._store = None
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
         close = getattr(self._embedder, "close", None)
         if not self._injected and close is not None:
             close()  # an injected embedder belongs to whoever passed it
@@ -97,9 +126,19 @@ class EmbeddingProcessor:
     def embedder(self) -> Embedder:
         """The active backend (resolved on first use; weights load on first embed)."""
         if self._embedder is None:
-            processes = self.settings.processes
+            # A registered version or alias (``production``) names the files and backend.
+            registered = resolve_model_arg(
+                self.store_path, self.model, self._backend_asked, cache_dir=self.settings.cache_dir
+            )
+            if registered is not None:
+                self.model, self.backend = registered
+            processes = bounded_to_cores("processes", self.settings.processes)
             cores = os.cpu_count() or 1
-            threads = self.settings.threads or max(1, cores // (self.workers * processes))
+            threads = (
+                bounded_to_cores("threads", self.settings.threads)
+                if self.settings.threads
+                else max(1, cores // (self.workers * processes))
+            )
             embedder = load_embedder(
                 self.model, self.backend, cache_dir=self.settings.cache_dir, threads=threads
             )
@@ -119,7 +158,7 @@ class EmbeddingProcessor:
     def workers(self) -> int:
         """Inference batches at once: the setting, else one per core where the backend gains."""
         if self.settings.workers is not None:
-            return self.settings.workers
+            return bounded_to_cores("workers", self.settings.workers)
         info = BACKENDS.get(self.backend)
         parallel = info is not None and info.parallel_batches and not self._injected
         return (os.cpu_count() or 1) if parallel else 1
@@ -157,7 +196,11 @@ class EmbeddingProcessor:
         format: str | None = None,
         normalize: bool = True,
         strip_markup: bool = True,
+        delete_missing: bool = False,
+        feed: bool = False,
         progress: Progress | None = None,
+        metrics_port: int | None = None,
+        metrics_file: str | Path | None = None,
     ) -> RunReport:
         """Embed the records of a file into ``collection``.
 
@@ -175,10 +218,18 @@ class EmbeddingProcessor:
             format: ``csv``, ``tsv``, ``jsonl`` or ``parquet`` (default: from the suffix).
             normalize: Unicode NFKC and whitespace normalisation.
             strip_markup: remove HTML tags and entities and stray backslashes.
+            delete_missing: the input is a full snapshot: delete the stored ids it lacks.
+            feed: the input is a change feed, applied in order: each record has ``op``
+                (``upsert`` with the fields of a row, or ``delete`` with the id); a line
+                with another op is quarantined (``invalid_op``), a delete of an id not
+                stored counts as unchanged.
             progress: receives progress updates.
+            metrics_port: serve the run's Prometheus metrics on this port (127.0.0.1).
+            metrics_file: write them to this file (node-exporter's textfile collector).
 
         Returns:
-            The run report (``read == embedded + unchanged + quarantined``).
+            The run report (``read == inserted + updated + metadata_updated + unchanged +
+            deleted + quarantined``).
 
         Raises:
             InputError: the file is missing, unreadable, or lacks a named field.
@@ -192,6 +243,13 @@ class EmbeddingProcessor:
         if isinstance(keep, str):
             raise ConfigError(f"keep takes a list of field names, e.g. keep=[{keep!r}]")
         check_kept_names(keep)
+        if feed and delete_missing:
+            raise ConfigError(
+                "feed and delete_missing cannot go together: a feed says what to delete; "
+                "a snapshot implies it"
+            )
+        if feed and id_field is None:
+            raise ConfigError("a feed needs id_field: its lines name the ids they change")
         spec = FieldSpec(
             text_field=text_field, template=template, id_field=id_field, keep=tuple(keep)
         )
@@ -201,9 +259,25 @@ class EmbeddingProcessor:
             columns=list(columns) if columns else None,
             rows=self.settings.read_rows,
         )
-        spec.check(opened.fields, opened.path, all_fields=opened.format is not SourceFormat.JSONL)
+        if feed:  # delete lines carry the id alone: the text fields may come later
+            FieldSpec(text_field=id_field, id_field=id_field).check(opened.fields, opened.path)
+        else:
+            spec.check(
+                opened.fields, opened.path, all_fields=opened.format is not SourceFormat.JSONL
+            )
         embedder = self.embedder
+        clean = CleanOptions(
+            normalize=normalize,
+            strip_markup=strip_markup,
+            max_chars=embedder.spec.max_tokens * CHARS_PER_TOKEN,
+        )
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        writer = self.store.writer(
+            collection,
+            embedder.spec.version,
+            embedder.spec.dim,
+            commit_rows=self.settings.commit_rows,
+        )
         report = RunReport(
             source=str(opened.path),
             collection=collection,
@@ -213,9 +287,9 @@ class EmbeddingProcessor:
         run = Run(
             source=opened,
             spec=spec,
-            clean=CleanOptions(normalize=normalize, strip_markup=strip_markup),
+            clean=clean,
             embedder=embedder,
-            writer=self.store.writer(collection, embedder.spec.version, embedder.spec.dim),
+            writer=writer,
             quarantine=QuarantineWriter(
                 quarantine_path(self.store_path, collection, stamp), opened.path
             ),
@@ -225,10 +299,36 @@ class EmbeddingProcessor:
                 workers=self.workers,
                 sort_window=self.settings.sort_window,
                 cache_size=self.settings.cache_size,
+                delete_missing=delete_missing,
+                feed=feed,
+                embed_cache=self._embed_cache(embedder),
             ),
             progress=progress,
+            run_log=RunLog(self.store_path, collection),
+            metrics=(
+                JobMetrics(
+                    collection,
+                    embedder.spec.version,
+                    port=metrics_port,
+                    textfile=Path(metrics_file) if metrics_file else None,
+                )
+                if metrics_port is not None or metrics_file
+                else None
+            ),
         )
-        result = run.execute()
+        self.last_report = report
+        try:
+            result = run.execute()
+            self._publish(collection, writer, result)
+        except EmbedopsError as exc:
+            if report.stored:
+                # Say what was kept (a late bad row must not look like a lost run).
+                exc.args = (
+                    f"{exc} ({report.stored:,} rows embedded before this were stored in "
+                    f"{collection!r}; after fixing it, run the same command again: it "
+                    "resumes where this run stopped)",
+                )
+            raise
         logger.info(
             "run done: read=%d embedded=%d unchanged=%d quarantined=%d in %.1fs",
             result.read,
@@ -238,6 +338,116 @@ class EmbeddingProcessor:
             result.seconds,
         )
         return result
+
+    def _embed_cache(self, embedder: Embedder) -> EmbedCache | None:
+        """The shared embedding cache of this model version (``None``: off)."""
+        mode = self.settings.embed_cache
+        if mode == "off" or (mode == "auto" and self.backend == "static"):
+            return None
+        if self._cache is None or self._cache.path.stem != embedder.spec.version:
+            self._cache = EmbedCache(
+                self.store_path / ".embed-cache",
+                embedder.spec.version,
+                embedder.spec.dim,
+                self.settings.embed_cache_mb << 20,
+            )
+        return self._cache
+
+    def _publish(self, collection: str, writer: Writer, report: RunReport) -> None:
+        """Publish what a complete run built, if readers of ``collection`` read this model
+        version's table (or nothing yet); a table of another model version is only recorded
+        as built, for ``promote``."""
+        version = writer.version
+        if version is None:
+            return  # nothing was ever stored
+        catalog = self.store.catalog
+        catalog.record_built(collection, writer.name, version, report.to_dict())
+        current = catalog.published(collection)
+        if current is not None and current.table != writer.name:
+            logger.warning(
+                "collection %r serves model version %s; this run built %s, which readers see "
+                "once promoted: embedops promote %s --model %s",
+                collection,
+                current.model_version,
+                writer.model_version,
+                collection,
+                writer.model_version,
+            )
+            return
+        if current is not None and current.version == version:
+            report.published = current.number  # nothing changed
+            return
+        entry = catalog.publish(
+            collection,
+            table=writer.name,
+            model_version=writer.model_version,
+            version=version,
+            action="run",
+            report=report.to_dict(),
+        )
+        self.store.tag(writer.name, f"published-{entry.number}-v{version}", version)
+        report.published = entry.number
+
+    def history(self, collection: str) -> list[Published]:
+        """The versions of ``collection`` ever published, oldest first."""
+        check_collection_name(collection)
+        return self.store.catalog.history(collection)
+
+    def rollback(self, collection: str, number: int) -> Published:
+        """Publish history entry ``number`` of ``collection`` again: its table is restored to
+        that version (a new version, so later runs build on it) and readers see it at once.
+
+        Raises:
+            ConfigError: no such entry (the message lists those there are).
+            StoreError: another run is writing the table, or the version was cleaned up.
+        """
+        check_collection_name(collection)
+        catalog = self.store.catalog
+        entry = catalog.entry(collection, number)
+        version = self.store.restore(entry.table, entry.version)
+        published = catalog.publish(
+            collection,
+            table=entry.table,
+            model_version=entry.model_version,
+            version=version,
+            action="rollback",
+            note=f"rollback to {number}",
+        )
+        self.store.tag(entry.table, f"published-{published.number}-v{version}", version)
+        return published
+
+    def promote(self, collection: str) -> Published:
+        """Switch ``collection`` to this processor's model version (blue/green): publish the
+        last complete run into its table, if the model version passes its quality gate in the
+        registry (``embedops models evaluate``).
+
+        Raises:
+            QualityGateFailed: not evaluated, or the gate fails (with the figures).
+            CollectionNotFound: no complete run built this model version's table yet.
+        """
+        check_collection_name(collection)
+        version = self.model_version
+        ModelRegistry(store=self.store_path).check_gate(
+            version, purpose=f"promote {collection} to {version}"
+        )
+        name = self.store.table_name(collection, version)
+        built = self.store.catalog.built(collection, name)
+        if built is None:
+            raise CollectionNotFound(
+                f"no complete run has built collection {collection!r} for {version} yet; "
+                f"embed into it with that model first"
+            )
+        published = self.store.catalog.publish(
+            collection,
+            table=name,
+            model_version=version,
+            version=int(built["version"]),
+            action="promote",
+            note=f"promote to {version}",
+            report=built["report"],
+        )
+        self.store.tag(name, f"published-{published.number}-v{built['version']}", built["version"])
+        return published
 
     def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """Embed texts with the active model (no cleaning).
@@ -253,12 +463,20 @@ class EmbeddingProcessor:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise ConfigError(f"embed() takes texts; item {i} is {type(text).__name__}")
+        # The model reads max_tokens tokens: a text far longer is cut by characters first
+        # (tokenising 10 MB took 8.7 s and 1.4 GB for 256 tokens kept).
+        cut = self.embedder.spec.max_tokens * CHARS_PER_TOKEN
+        texts = [text[:cut] for text in texts]
         max_rows = 1024 if self.batch_tokens is not None else 8192
         return embed_in_batches(self.embedder, texts, self.batch_tokens, max_rows, self.workers)
 
     def similarity(self, a: str, b: str) -> float:
-        """Cosine similarity of two texts."""
-        vectors = self.embed([a, b])
+        """Cosine similarity of two texts, each cleaned as stored texts are.
+
+        Raises:
+            ConfigError: a text is not a string, or is empty after cleaning.
+        """
+        vectors = self.embed([_query_text(a, "a"), _query_text(b, "b")])
         return float(np.dot(vectors[0], vectors[1]))
 
     def _collection(self, collection: str) -> Collection:
@@ -268,10 +486,15 @@ class EmbeddingProcessor:
         """Stored vectors of ``ids``, in the order asked.
 
         Raises:
+            ConfigError: ``ids`` is not a list of ids.
             CollectionNotFound: the collection has no table for this model version.
             ItemNotFound: an id is not stored.
         """
-        return self._collection(collection).vectors([str(i) for i in ids])
+        if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
+            raise ConfigError(
+                f"ids takes a list of ids, e.g. ids=[{ids!r}]; got {type(ids).__name__}"
+            )
+        return self._collection(collection).vectors([_item_id(i, "ids") for i in ids])
 
     def most_similar(
         self, collection: str, *, item_id: str, k: int = 10
@@ -282,18 +505,23 @@ class EmbeddingProcessor:
             ``[(id, cosine), ...]``, best first.
         """
         _check_k(k)
+        wanted = _item_id(item_id, "item_id")
         table = self._collection(collection)
-        vector = table.vectors([str(item_id)])[0]
-        return table.nearest(vector, k, exclude=str(item_id))
+        vector = table.vectors([wanted])[0]
+        return table.nearest(vector, k, exclude=wanted)
 
     def search(self, collection: str, query: str, *, k: int = 10) -> list[tuple[str, float]]:
         """The ``k`` stored items closest to a free-text query, as ``[(id, cosine), ...]``.
 
         The query is cleaned like stored texts (markup, control characters, NFKC).
+
+        Raises:
+            ConfigError: the query is not a string or is empty after cleaning, or ``k`` is
+                not a whole number from 1 up.
         """
         _check_k(k)
+        text = _query_text(query, "query")
         table = self._collection(collection)
-        text = clean_text(query, CleanOptions(), CleanStats()) or query
         return table.nearest(self.embed([text])[0], k)
 
     def upsert(
@@ -308,8 +536,8 @@ class EmbeddingProcessor:
         normalize: bool = True,
         strip_markup: bool = True,
     ) -> RunReport:
-        """Embed in-memory records into ``collection`` with the same semantics as ``process``
-        (content hash, unchanged rows skipped, bad records quarantined with a reason).
+        """Embed in-memory records into ``collection`` as ``process`` embeds a file's (a sync
+        by id and content hash; bad records quarantined with a reason; published at the end).
 
         Args:
             collection: collection name.
@@ -331,6 +559,8 @@ class EmbeddingProcessor:
             StoreError: another writer holds the collection, or the store cannot be written.
         """
         check_collection_name(collection)
+        if isinstance(keep, str):
+            raise ConfigError(f"keep takes a list of field names, e.g. keep=[{keep!r}]")
         check_kept_names(keep)
         spec = FieldSpec(
             text_field=None if template is not None else text_field,
@@ -338,35 +568,11 @@ class EmbeddingProcessor:
             id_field=id_field,
             keep=tuple(keep),
         )
-        source = records_source(records, rows=self.settings.read_rows)
-        embedder = self.embedder
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        report = RunReport(
-            source=str(source.path),
-            collection=collection,
-            model_version=embedder.spec.version,
-            store=str(self.store_path),
-        )
-        return Run(
-            source=source,
-            spec=spec,
-            clean=CleanOptions(normalize=normalize, strip_markup=strip_markup),
-            embedder=embedder,
-            writer=self.store.writer(collection, embedder.spec.version, embedder.spec.dim),
-            quarantine=QuarantineWriter(
-                quarantine_path(self.store_path, collection, stamp), source.path
-            ),
-            report=report,
-            options=RunOptions(
-                batch_tokens=self.batch_tokens,
-                workers=self.workers,
-                sort_window=self.settings.sort_window,
-                cache_size=self.settings.cache_size,
-            ),
-        ).execute()
+        return self._run_records(collection, records, spec, normalize, strip_markup)
 
     def delete(self, collection: str, ids: Sequence[str]) -> int:
-        """Delete the items ``ids`` from ``collection``; ids not stored are ignored.
+        """Delete the items ``ids`` from ``collection`` (a change feed of deletes, published
+        at the end); ids not stored are ignored.
 
         Returns:
             How many items were deleted.
@@ -376,10 +582,63 @@ class EmbeddingProcessor:
             StoreError: another writer holds the collection, or the store cannot be written.
         """
         self._collection(collection)  # CollectionNotFound before anything else
-        spec = self.embedder.spec
-        writer = self.store.writer(collection, spec.version, spec.dim)
-        with writer.lock():
-            return len(writer.delete([str(i) for i in ids]))
+        records = [{"op": "delete", "id": _item_id(i, "ids")} for i in ids]
+        spec = FieldSpec(text_field="text", id_field="id")
+        return self._run_records(collection, records, spec, True, True, feed=True).deleted
+
+    def _run_records(
+        self,
+        collection: str,
+        records: Sequence[Mapping[str, Any]],
+        spec: FieldSpec,
+        normalize: bool,
+        strip_markup: bool,
+        *,
+        feed: bool = False,
+    ) -> RunReport:
+        """A run over in-memory records, built as ``process`` builds one, then published."""
+        source = records_source(records, rows=self.settings.read_rows)
+        embedder = self.embedder
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        writer = self.store.writer(
+            collection,
+            embedder.spec.version,
+            embedder.spec.dim,
+            commit_rows=self.settings.commit_rows,
+        )
+        report = RunReport(
+            source=str(source.path),
+            collection=collection,
+            model_version=embedder.spec.version,
+            store=str(self.store_path),
+        )
+        run = Run(
+            source=source,
+            spec=spec,
+            clean=CleanOptions(
+                normalize=normalize,
+                strip_markup=strip_markup,
+                max_chars=embedder.spec.max_tokens * CHARS_PER_TOKEN,
+            ),
+            embedder=embedder,
+            writer=writer,
+            quarantine=QuarantineWriter(
+                quarantine_path(self.store_path, collection, stamp), source.path
+            ),
+            report=report,
+            options=RunOptions(
+                batch_tokens=self.batch_tokens,
+                workers=self.workers,
+                sort_window=self.settings.sort_window,
+                cache_size=self.settings.cache_size,
+                feed=feed,
+                embed_cache=self._embed_cache(embedder),
+            ),
+            run_log=RunLog(self.store_path, collection),
+        )
+        result = run.execute()
+        self._publish(collection, writer, result)
+        return result
 
     def search_vector(
         self,
@@ -422,10 +681,36 @@ MAX_K = 2**31 - 1  # LanceDB takes the limit as a 32-bit integer
 
 
 def query_text(query: str) -> str:
-    """A free-text query cleaned as stored texts are (markup, control characters, NFKC)."""
-    return clean_text(query, CleanOptions(), CleanStats()) or query
+    """A free-text query cleaned as stored texts are (markup, control characters, NFKC).
+
+    Raises:
+        ConfigError: not a string, or nothing is left of it after cleaning.
+    """
+    return _query_text(query, "query")
 
 
 def _check_k(k: int) -> None:
-    if not 1 <= k <= MAX_K:
-        raise ConfigError(f"k must be between 1 and {MAX_K:,}, got {k}")
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= MAX_K:
+        raise ConfigError(f"k must be a whole number between 1 and {MAX_K:,}, got {k!r}")
+
+
+def _item_id(value: object, name: str) -> str:
+    """An id as stored: a string or a whole number, trimmed as ids are on read."""
+    if isinstance(value, bool) or not isinstance(value, str | numbers.Integral):
+        raise ConfigError(f"{name} takes item ids (strings), got {type(value).__name__}")
+    item_id = str(value).strip()
+    if not item_id:
+        raise ConfigError(f"{name} holds an empty id; give the id of a stored item")
+    return item_id
+
+
+def _query_text(text: object, name: str) -> str:
+    """``text`` cleaned as stored texts are; a ``ConfigError`` naming ``name`` if it is not a
+    string or nothing is left of it."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{name} must be a text (str), got {type(text).__name__}")
+    cleaned = clean_text(text, CleanOptions(), CleanStats())
+    if not cleaned.strip():
+        why = "empty" if not text.strip() else "empty after cleaning (markup or whitespace only)"
+        raise ConfigError(f"{name} {text!r} is {why}; give a text with words in it")
+    return cleaned

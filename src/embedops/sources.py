@@ -206,32 +206,60 @@ def _open_parquet(path: Path, rows: int) -> Source:
     )
 
 
-class _CountingReader(io.RawIOBase):
-    """A binary file wrapper that counts the bytes handed out, for progress bars, and shows
-    them to ``tracker`` (if any)."""
+class _Follower:
+    """Reads the bytes of a file that pyarrow's native stream has read, in the consuming
+    thread, and shows them to ``tracker``.
 
-    def __init__(self, raw: IO[bytes], tracker: QuoteTracker | None = None) -> None:
-        self._raw = raw
+    pyarrow reads ahead on its own IO threads. Those threads must never call into Python: a
+    Python file object there can be asked for bytes while the interpreter shuts down, and the
+    thread is then torn down inside C++ (SIGABRT, "terminate called without an active
+    exception") or waits for the GIL forever. So pyarrow reads a native stream, and this
+    follower reads the same bytes again, from its own handle, up to where pyarrow has got.
+    """
+
+    def __init__(
+        self, path: Path, stream: pa.NativeFile, tracker: QuoteTracker | None, block: int
+    ) -> None:
+        self.stream = stream
+        self._block = block  # fed in pyarrow's blocks: the tracker judges value lengths so
         self._tracker = tracker
-        self.count = 0
-        self.at_end = False
+        self._fh: IO[bytes] | None = path.open("rb") if tracker is not None else None
+        self.count = 0  # bytes shown to the tracker
+        self._seen = 0
 
-    def readable(self) -> bool:
-        return True
+    @property
+    def position(self) -> int:
+        """Bytes pyarrow has read so far (read-ahead included; once pyarrow has closed the
+        stream, as it does when it fails, the last position seen)."""
+        if not self.stream.closed:
+            self._seen = int(self.stream.tell())
+        return self._seen
 
-    def readinto(self, buffer: Any) -> int:
-        data = self._raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.count += n
-        if self._tracker is not None:
+    def catch_up(self, until: int | None = None) -> None:
+        """Show the tracker the bytes up to ``until`` (default: pyarrow's position)."""
+        target = self.position if until is None else until
+        if self._fh is None or self._tracker is None:
+            self.count = max(self.count, target)
+            return
+        while self.count < target:
+            data = self._fh.read(min(self._block, target - self.count))
+            if not data:
+                break
             self._tracker.feed(data)
-        self.at_end = self.at_end or n == 0
-        return n
+            self.count += len(data)
+
+    def finish(self) -> None:
+        """Show the tracker the rest of the file."""
+        if self._fh is None or self._tracker is None:
+            return
+        while data := self._fh.read(self._block):
+            self._tracker.feed(data)
+            self.count += len(data)
 
     def close(self) -> None:
-        self._raw.close()
-        super().close()
+        if self._fh is not None:
+            self._fh.close()
+        self.stream.close()
 
 
 def _read_header(path: Path, delimiter: str, quote: bool) -> list[str]:
@@ -303,8 +331,9 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
         quoted_strings_can_be_null=False,
         null_values=[],
     )
+    size = path.stat().st_size
     tracker = QuoteTracker(delimiter, read_options.block_size) if quote else None
-    raw = _CountingReader(path.open("rb"), tracker)
+    raw = _Follower(path, pa.OSFile(str(path)), tracker, read_options.block_size)
 
     def unclosed(why: str, at: int | None = None) -> InvalidFormat:
         assert tracker is not None
@@ -315,11 +344,13 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
         )
 
     def explain(exc: Exception) -> InvalidFormat:
+        # pyarrow fails on a block it has read: the tracker reads past its end first.
+        raw.catch_up(raw.position + 2 * read_options.block_size)
         long_at = -1 if tracker is None else tracker.long_value_at
         if long_at >= 0 and "straddl" in str(exc):
             assert tracker is not None
-            size = read_options.block_size
-            block = f"{size >> 20} MB" if size >= 1 << 20 else f"{size >> 10} KB"
+            block_size = read_options.block_size
+            block = f"{block_size >> 20} MB" if block_size >= 1 << 20 else f"{block_size >> 10} KB"
             if tracker.unclosed and tracker.opened_at == long_at:
                 return unclosed(f"is not closed within {block} (a stray quote, or a long value)")
             return InvalidFormat(
@@ -339,14 +370,15 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
 
     try:
         reader = pacsv.open_csv(
-            raw,
+            raw.stream,
             read_options=read_options,
             parse_options=parse_options,
             convert_options=convert_options,
         )
     except pa.ArrowInvalid as exc:
+        error = explain(exc)
         raw.close()
-        raise explain(exc) from exc
+        raise error from exc
 
     def batches() -> Iterator[SourceBatch]:
         first = 1
@@ -355,27 +387,39 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
                 try:
                     block = reader.read_next_batch()
                 except StopIteration:
+                    raw.finish()
+                    if tracker is not None and tracker.malformed_at >= 0:
+                        raise unclosed(MERGED_ROWS, tracker.malformed_at) from None
+                    if tracker is not None and tracker.unclosed:
+                        raise unclosed(NEVER_CLOSED) from None
                     return
                 except pa.ArrowInvalid as exc:
                     raise explain(exc) from exc
+                raw.catch_up()
                 if tracker is not None and tracker.malformed_at >= 0:
                     # pyarrow merges the rows up to the next quote into that value, silently.
-                    raise unclosed(
-                        "closes before text that is not a delimiter (a stray quote? the rows "
-                        "up to that quote would become one value)",
-                        tracker.malformed_at,
-                    )
-                if raw.at_end and tracker is not None and tracker.unclosed:
+                    raise unclosed(MERGED_ROWS, tracker.malformed_at)
+                at_end = raw.position >= size
+                if at_end and tracker is not None and tracker.unclosed:
                     # pyarrow read the rest of the file into that value, silently.
-                    raise unclosed("is never closed (the rest of the file would be read into it)")
+                    raise unclosed(NEVER_CLOSED)
                 for start in range(0, block.num_rows, rows):
                     batch = block.slice(start, rows)
-                    yield SourceBatch(batch, first, CellEncoding.UTF8_BYTES, raw.count)
+                    yield SourceBatch(batch, first, CellEncoding.UTF8_BYTES, raw.position)
                     first += batch.num_rows
         finally:
+            reader.close()
             raw.close()
 
-    return Source(path, fmt, names, path.stat().st_size, "bytes", batches())
+    return Source(path, fmt, names, size, "bytes", batches())
+
+
+# Why a CSV file is refused where a quoted value opens (see ``QuoteTracker``).
+MERGED_ROWS = (
+    "closes before text that is not a delimiter (a stray quote? the rows up to that quote "
+    "would become one value)"
+)
+NEVER_CLOSED = "is never closed (the rest of the file would be read into it)"
 
 
 def _line_of(path: Path, offset: int) -> int:
@@ -430,7 +474,8 @@ def _jsonl_batches(path: Path, fh: IO[bytes], rows: int) -> Iterator[SourceBatch
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InvalidFormat(
-                f"{path} line {line_no}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                f"{path} line {line_no}: not valid JSON ({exc.msg.removesuffix(' at')} at column "
+                f"{exc.colno}); "
                 "fix or remove the line"
             ) from exc
         if not isinstance(obj, dict):

@@ -8,24 +8,41 @@ writer per table: concurrent ``merge_insert`` can duplicate keys).
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
+import os
 import re
+import socket
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from embedops.catalog import Catalog
 from embedops.errors import CollectionNotFound, ConfigError, ItemNotFound, StoreError
+from embedops.signals import deferred_signals
+from embedops.state import StoredState
 
 logger = logging.getLogger(__name__)
 
 _COLLECTION = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.]|-(?!-|$))*$")
-SYSTEM_COLUMNS = ("id", "vector", "text", "content_hash", "model_version", "updated_at")
+SYSTEM_COLUMNS = (
+    "id",
+    "vector",
+    "text",
+    "content_hash",
+    "meta_hash",
+    "model_version",
+    "updated_at",
+)
+# Rows a scan of a table reads at a time (bounded memory however large the table).
+SCAN_ROWS = 65_536
 # New rows gathered before one commit (see ``Writer``).
 COMMIT_ROWS = 16_384
 # What pyarrow raises for rows that do not fit a table (ValueError: other column names).
@@ -121,6 +138,12 @@ class VectorStore:
         table = self._open(name)
         if table is None:
             others = [v for v in self.versions(collection) if v != model_version]
+            writer = self.writing(name)
+            if writer is not None:
+                raise CollectionNotFound(
+                    f"the first rows of collection {collection!r} are still being written "
+                    f"({writer}); try again when that run has stored them"
+                )
             hint = (
                 f"it exists for model versions {', '.join(others)}; use the same model"
                 if others
@@ -130,13 +153,63 @@ class VectorStore:
                 f"collection {collection!r} has no vectors for model version {model_version} "
                 f"in store {self.path}; {hint}"
             )
+        pinned = self._pinned(collection, name)
+        if pinned is not None:
+            table.checkout(pinned)
         return Collection(self, collection, model_version, table)
 
-    def writer(self, collection: str, model_version: str, dim: int) -> Writer:
+    @property
+    def catalog(self) -> Catalog:
+        """The published versions of this store's collections."""
+        return Catalog(self.path)
+
+    def _pinned(self, collection: str, name: str) -> int | None:
+        """The version of table ``name`` that readers see: the published one, else the last
+        complete run into it (a table being built for another model version); ``None``
+        (the latest) for a table from before published versions."""
+        published = self.catalog.published(collection)
+        if published is not None and published.table == name:
+            return published.version
+        built = self.catalog.built(collection, name)
+        return None if built is None else int(built["version"])
+
+    def restore(self, name: str, version: int) -> int:
+        """Make ``version`` of table ``name`` its latest again (a new version with that
+        content, so later runs build on it); returns the new version. Takes the writer lock.
+
+        Raises:
+            StoreError: the table or the version is gone.
+        """
+        with self.lock(name):
+            table = self._open(name)
+            if table is None:
+                raise StoreError(f"table {name} is not in store {self.path}; it was dropped")
+            try:
+                table.restore(version)
+            except (ValueError, RuntimeError, OSError) as exc:
+                raise StoreError(
+                    f"cannot restore version {version} of {name} ({_one_line(exc)}); it may "
+                    "have been cleaned up"
+                ) from exc
+            return int(table.version)
+
+    def tag(self, name: str, tag: str, version: int) -> None:
+        """Tag ``version`` of table ``name`` (tagged versions survive cleanup)."""
+        table = self._open(name)
+        if table is None:
+            return
+        try:
+            table.tags.create(tag, version)
+        except (ValueError, RuntimeError, OSError) as exc:  # e.g. the tag exists
+            logger.warning("cannot tag version %d of %s as %s: %s", version, name, tag, exc)
+
+    def writer(
+        self, collection: str, model_version: str, dim: int, *, commit_rows: int | None = None
+    ) -> Writer:
         """A writer for ``collection`` (the table is created on its first write)."""
         name = self.table_name(collection, model_version)
         self._connect()  # creates the store folder, where the writer's lock file goes
-        return Writer(self, name, model_version, dim, self._open(name))
+        return Writer(self, name, model_version, dim, self._open(name), commit_rows=commit_rows)
 
     def _open(self, name: str) -> Any:
         """The table ``name``, or ``None`` if there is none. A folder left by a first commit
@@ -154,6 +227,56 @@ class VectorStore:
 
     def _create(self, name: str, data: pa.Table) -> Any:
         return self._connect().create_table(name, data)
+
+    @contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold table ``name``'s exclusive writer lock; fail at once if another writer has
+        it, naming that writer (pid, host, since when)."""
+        path = self.lock_path(name)
+        try:
+            fh = path.open("a+")  # not "w": that would erase the holder's name
+        except OSError as exc:
+            raise StoreError(
+                f"cannot open the lock file {path} ({exc}); check that the store folder "
+                f"{self.path} is writable"
+            ) from exc
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise StoreError(
+                    f"{_describe_holder(fh)} is writing {name} in {self.path}; "
+                    "wait for it to finish, then run again"
+                ) from exc
+            try:
+                fh.seek(0)
+                fh.truncate()
+                fh.write(json.dumps(_holder_info()) + "\n")
+                fh.flush()
+                yield
+            finally:
+                fh.seek(0)
+                fh.truncate()
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def lock_path(self, name: str) -> Path:
+        """The writer lock file of table ``name``."""
+        return self.path / f".{name}.lock"
+
+    def writing(self, name: str) -> str | None:
+        """Who holds the writer lock of table ``name`` (see ``Writer.lock``), or ``None``."""
+        path = self.lock_path(name)
+        try:
+            fh = path.open("r")
+        except OSError:
+            return None
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _describe_holder(fh)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        return None
 
 
 class Collection:
@@ -277,6 +400,7 @@ class Writer:
         self.model_version = model_version
         self.dim = dim
         self.commit_rows = commit_rows or COMMIT_ROWS
+        self.committed = 0  # rows this writer has committed
         self._table = table
         self._pending: list[pa.Table] = []
 
@@ -290,29 +414,65 @@ class Writer:
             return {}
         return Collection(self.store, self.name, self.model_version, self._table).hashes()
 
+    def scan(self, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+        """The stored rows' ``columns``, ``SCAN_ROWS`` at a time (a column the table lacks
+        comes back as nulls)."""
+        if self._table is None:
+            return
+        have = set(self._table.schema.names)
+        present = [c for c in columns if c in have]
+        reader = self._table.search().select(present).limit(None).to_batches(SCAN_ROWS)
+        for batch in reader:
+            arrays = [
+                batch.column(c) if c in have else pa.nulls(batch.num_rows, pa.string())
+                for c in columns
+            ]
+            yield pa.RecordBatch.from_arrays(arrays, names=list(columns))
+
+    def lookup(self, ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """``id -> (content_hash, meta_hash)`` of the stored rows among ``ids`` (as the
+        table is now: commit what is gathered first)."""
+        if self._table is None or not ids:
+            return {}
+        has_meta = "meta_hash" in self._table.schema.names
+        columns = ["id", "content_hash", *(["meta_hash"] if has_meta else [])]
+        found: dict[str, tuple[str, str | None]] = {}
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            where = f"id IN ({', '.join(_quote(i) for i in chunk)})"
+            data = self._table.search().where(where).select(columns).limit(None).to_arrow()
+            metas = data.column("meta_hash").to_pylist() if has_meta else [None] * data.num_rows
+            for item_id, content, meta in zip(
+                data.column("id").to_pylist(),
+                data.column("content_hash").to_pylist(),
+                metas,
+                strict=True,
+            ):
+                found[item_id] = (content, meta)
+        return found
+
+    def state(self, folder: Path) -> StoredState:
+        """What the table holds, as ``state.StoredState`` in ``folder`` (streamed: memory
+        stays flat however large the table)."""
+        state = StoredState(folder)
+        for batch in self.scan(["id", "content_hash", "meta_hash"]):
+            state.add(
+                batch.column(0).to_pylist(),
+                batch.column(1).to_pylist(),
+                batch.column(2).to_pylist(),
+            )
+        return state
+
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the table's exclusive writer lock; fail at once if another process has it."""
-        path = self.store.path / f".{self.name}.lock"
-        try:
-            fh = path.open("w")
-        except OSError as exc:
-            raise StoreError(
-                f"cannot open the lock file {path} ({exc}); check that the store folder "
-                f"{self.store.path} is writable"
-            ) from exc
-        with fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                raise StoreError(
-                    f"another process is writing {self.name} in {self.store.path}; "
-                    "wait for it to finish, then run again"
-                ) from exc
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        """Hold the table's exclusive writer lock (see ``VectorStore.lock``)."""
+        with self.store.lock(self.name):
+            yield
+
+    @property
+    def version(self) -> int | None:
+        """The table's latest version (``None``: no table yet)."""
+        return None if self._table is None else int(self._table.version)
 
     def write(
         self,
@@ -323,9 +483,11 @@ class Writer:
         metadata: dict[str, list[Any]],
         *,
         replace: set[str],
+        meta_hashes: list[str] | None = None,
     ) -> None:
         """Add new rows (gathered; see the class) and replace the rows whose id is in
-        ``replace`` (committed at once)."""
+        ``replace`` (committed at once). ``meta_hashes``: each row's hash of its kept
+        metadata (see ``pipeline.meta_hash``)."""
         if not ids:
             return
         now = datetime.now(UTC)
@@ -337,6 +499,7 @@ class Writer:
                 ),
                 "text": pa.array(texts, pa.string()),
                 "content_hash": pa.array(hashes, pa.string()),
+                "meta_hash": pa.array(meta_hashes or [""] * len(ids), pa.string()),
                 "model_version": pa.repeat(pa.scalar(self.model_version, pa.string()), len(ids)),
                 "updated_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), len(ids)),
             }
@@ -344,7 +507,7 @@ class Writer:
                 columns[name] = _kept_column(name, values, ids)
             data = pa.table(columns)
             if self._table is not None:
-                data = _cast(data, self._table.schema, ids)
+                data = self._fit(data, ids)
             mask = np.array([i in replace for i in ids], dtype=bool) if replace else None
             if mask is None or not mask.any():
                 self._gather(data)
@@ -353,12 +516,15 @@ class Writer:
             if self._table is None:  # nothing stored yet, so nothing to replace
                 self._gather(data)
                 return
-            (
-                self._table.merge_insert("id")
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute(data.filter(pa.array(mask)))
-            )
+            replaced = data.filter(pa.array(mask))
+            with deferred_signals(f"saving {replaced.num_rows:,} rows to {self.name}"):
+                (
+                    self._table.merge_insert("id")
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .execute(replaced)
+                )
+                self.committed += replaced.num_rows
             if not mask.all():
                 self._gather(data.filter(pa.array(~mask)))
         except _ARROW_ERRORS as exc:
@@ -368,20 +534,103 @@ class Writer:
 
     def flush(self) -> None:
         """Commit the gathered rows, in one commit (nothing to do when none are); the first
-        commit creates the table."""
+        commit creates the table. Ctrl-C and SIGTERM wait while it runs (see ``signals``)."""
         if not self._pending:
             return
-        pending, self._pending = self._pending, []
+        rows = self._pending_rows
         try:
-            if self._table is None:
-                data = pa.concat_tables(pending, promote_options="permissive")
-                self._table = self.store._create(self.name, _as_new_table(data))
-            else:
-                self._table.add(pa.concat_tables(pending))
+            with deferred_signals(f"saving {rows:,} rows to {self.name}"):
+                if self._table is None:
+                    data = pa.concat_tables(self._pending, promote_options="permissive")
+                    self._table = self.store._create(self.name, _as_new_table(data))
+                else:
+                    self._table.add(pa.concat_tables(self._pending))
+                self._pending = []
+                self.committed += rows
+            logger.info(
+                "committed %d rows to %s",
+                rows,
+                self.name,
+                extra={
+                    "table": self.name,
+                    "rows": rows,
+                    "version": self.version,
+                    "committed": self.committed,
+                },
+            )
+        except _ARROW_ERRORS as exc:
+            self._pending = []  # rows that do not fit would fail every later commit too
+            raise self._misfit(exc) from exc
+        except _WRITE_ERRORS as exc:
+            self._pending = []  # a full disk: the rows are lost to this run, not stored
+            raise self._unwritable(exc) from exc
+
+    def update_metadata(
+        self, ids: list[str], metadata: dict[str, list[Any]], meta_hashes: list[str]
+    ) -> None:
+        """Rewrite the kept metadata of stored rows whose text did not change (no embedding:
+        the vector and text stay). Kept fields that this input does not keep are set to
+        null. Committed at once, after what was gathered."""
+        if not ids or self._table is None:
+            return
+        now = datetime.now(UTC)
+        try:
+            columns: dict[str, Any] = {
+                "id": pa.array(ids, pa.string()),
+                "meta_hash": pa.array(meta_hashes, pa.string()),
+                "updated_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), len(ids)),
+            }
+            for name, values in metadata.items():
+                columns[name] = _kept_column(name, values, ids)
+            self.flush()
+            data = self._fit(pa.table(columns), ids, partial=True)
+            with deferred_signals(f"saving the metadata of {len(ids):,} rows to {self.name}"):
+                self._table.merge_insert("id").when_matched_update_all().execute(data)
+                self.committed += len(ids)
         except _ARROW_ERRORS as exc:
             raise self._misfit(exc) from exc
         except _WRITE_ERRORS as exc:
             raise self._unwritable(exc) from exc
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Delete the rows of ``ids`` (after committing what was gathered)."""
+        if not ids or self._table is None:
+            return
+        self.flush()
+        try:
+            with deferred_signals(f"deleting {len(ids):,} rows from {self.name}"):
+                for start in range(0, len(ids), 1000):
+                    chunk = ids[start : start + 1000]
+                    self._table.delete(f"id IN ({', '.join(_quote(i) for i in chunk)})")
+        except _WRITE_ERRORS as exc:
+            raise self._unwritable(exc) from exc
+
+    def _fit(self, data: pa.Table, ids: list[str], *, partial: bool = False) -> pa.Table:
+        """``data`` in the table's column types. A kept field the table lacks is added to it
+        (a field kept from a later run on); a metadata column of the table that ``data``
+        lacks is null in ``data`` (in all columns of the table unless ``partial``)."""
+        assert self._table is not None
+        schema = self._table.schema
+        new = [
+            pa.field(name, pa.string() if pa.types.is_null(t) else t)
+            for name, t in zip(data.column_names, data.schema.types, strict=True)
+            if name not in schema.names
+        ]
+        if new:
+            self.flush()
+            with deferred_signals(f"adding columns to {self.name}"):
+                self._table.add_columns(pa.schema(new))
+            schema = self._table.schema
+        for field in schema:
+            if field.name in data.column_names:
+                continue
+            if field.name in SYSTEM_COLUMNS and (partial or field.name != "meta_hash"):
+                continue
+            data = data.append_column(field.name, pa.nulls(data.num_rows, field.type))
+        if partial:
+            wanted = pa.schema([schema.field(name) for name in data.column_names])
+            return _cast(data, wanted, ids)
+        return _cast(data.select(schema.names), schema, ids)
 
     def _gather(self, data: pa.Table) -> None:
         self._pending.append(data)
@@ -410,27 +659,31 @@ class Writer:
             "(rows committed before are kept, and a re-run skips them)"
         )
 
-    def delete(self, ids: Sequence[str]) -> list[str]:
-        """Delete the rows of ``ids`` (call it holding ``lock()``, after ``flush()``).
 
-        Returns:
-            The ids that were stored and are now deleted, in the order asked.
-        """
-        if self._table is None or not ids:
-            return []
-        wanted = list(dict.fromkeys(str(i) for i in ids))
-        deleted: list[str] = []
-        try:
-            for start in range(0, len(wanted), 1000):
-                where = f"id IN ({', '.join(_quote(i) for i in wanted[start : start + 1000])})"
-                found = self._table.search().where(where).select(["id"]).limit(None).to_arrow()
-                present = set(found.column("id").to_pylist())
-                if present:
-                    self._table.delete(where)
-                deleted.extend(i for i in wanted[start : start + 1000] if i in present)
-        except _WRITE_ERRORS as exc:
-            raise self._unwritable(exc) from exc
-        return deleted
+def _holder_info() -> dict[str, Any]:
+    """Who this writer is, written into the lock file it holds."""
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "thread": threading.get_ident(),
+        "since": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _describe_holder(fh: IO[str]) -> str:
+    """The writer named in a held lock file: 'another writer (pid 12, host a, since ...)';
+    'another writer in this process' when it is a thread of this one."""
+    try:
+        fh.seek(0)
+        info = json.loads(fh.read() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict) or "pid" not in info:
+        return "another writer"
+    pid, host, since = info.get("pid"), info.get("host"), info.get("since")
+    if pid == os.getpid() and host == socket.gethostname():
+        return f"another writer in this process (a thread, since {since})"
+    return f"another writer (pid {pid} on {host}, since {since})"
 
 
 def _one_line(exc: Exception) -> str:

@@ -1,0 +1,1 @@
+"""Metrics of batch jobs (and, with the service, of requests): Prometheus, shared names."""
