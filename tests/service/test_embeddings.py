@@ -109,3 +109,20 @@ def test_openapi_docs_are_served(server: Server) -> None:
     assert httpx.get(f"{server.url}/docs").status_code == 200
     spec = httpx.get(f"{server.url}/openapi.json").json()
     assert "/v1/embeddings" in spec["paths"]
+
+
+def test_a_registry_alias_names_the_served_version_or_is_not_found(
+    client: httpx.Client, server: Server
+) -> None:
+    from embedops.registry import ModelRegistry
+
+    registry = ModelRegistry(store=server.store)
+    served = registry.add(MODEL, backend="hash")
+    registry.set_alias("candidate", served.version)
+    r = client.post("/v1/embeddings", json={"input": "x", "model": "candidate"})
+    assert r.status_code == 200, r.text
+    other = registry.add(MODEL, backend="torch")  # registered, not served here
+    registry.set_alias("shadow", other.version)
+    refused = client.post("/v1/embeddings", json={"input": "x", "model": "shadow"})
+    assert refused.status_code == 404
+    assert other.version in refused.json()["error"]["message"]

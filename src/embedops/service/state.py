@@ -18,13 +18,15 @@ from starlette.requests import Request
 
 from embedops.config import Settings
 from embedops.errors import StoreError
-from embedops.models.base import Embedder
+from embedops.models.base import Embedder, ModelSpec
 from embedops.processor import EmbeddingProcessor
+from embedops.registry import ModelRegistry
 from embedops.service.auth import ApiKey, KeyStore
 from embedops.service.batcher import Batcher
 from embedops.service.errors import InvalidRequest
 from embedops.service.limits import RateLimits
 from embedops.service.metrics import ServiceMetrics
+from embedops.service.resolve import resolve_model_name
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -135,6 +137,15 @@ class Services:
         finally:
             self.metrics.queue_depth.set(self.batcher.queued)
         return vectors, tokens
+
+    def resolve_model(self, requested: str | None) -> ModelSpec:
+        """The served model, if ``requested`` names it (see ``service.resolve``).
+
+        Raises:
+            ModelNotFound: it names another model.
+        """
+        registry = ModelRegistry(store=self.settings.store)
+        return resolve_model_name(requested, self.embedder.spec, self.settings.model, registry)
 
     async def in_thread(self, work: Callable[[], T]) -> T:
         """Run blocking store work in a thread."""

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Query, Request
 from embedops.processor import query_text
 from embedops.service.deps import SearchKey, ServicesDep, WriteKey
 from embedops.service.errors import InvalidRequest
-from embedops.service.resolve import resolve_model_name
 from embedops.service.schemas import (
     DeleteRequest,
     DeleteResponse,
@@ -37,7 +36,7 @@ async def search(
 ) -> SearchResponse:
     """The ``k`` items closest to a text or a vector, among those whose stored fields equal
     ``filter``."""
-    spec = resolve_model_name(body.model, services.embedder.spec, services.settings.model)
+    spec = services.resolve_model(body.model)
     check_collection_name(name)
     tokens = 0
     if body.query is not None:

@@ -11,7 +11,6 @@ from numpy.typing import NDArray
 
 from embedops.service.deps import AnyKey, EmbedKey, ServicesDep
 from embedops.service.errors import InvalidRequest
-from embedops.service.resolve import resolve_model_name
 from embedops.service.schemas import EmbeddingRequest, EmbeddingResponse, ModelCard, ModelList
 from embedops.service.state import Services
 
@@ -86,7 +85,7 @@ async def create_embeddings(
     body: EmbeddingRequest, request: Request, key: EmbedKey, services: ServicesDep
 ) -> Response:
     """Embed a text, a list of texts or token ids (OpenAI's request and response)."""
-    spec = resolve_model_name(body.model, services.embedder.spec, services.settings.model)
+    spec = services.resolve_model(body.model)
     texts, counts = _texts(body, services)
     if body.dimensions is not None and body.dimensions > spec.dim:
         _shape(np.zeros((0, spec.dim), dtype=np.float32), body.dimensions)

@@ -7,7 +7,6 @@ from fastapi import APIRouter, Request
 
 from embedops.service.deps import ServicesDep, require
 from embedops.service.errors import InvalidRequest
-from embedops.service.resolve import resolve_model_name
 from embedops.service.schemas import Score, SimilarityRequest, SimilarityResponse, Usage
 
 router = APIRouter(prefix="/v1", tags=["similarity"])
@@ -20,7 +19,7 @@ async def similarity(
     """One cosine per pair: ``pairs`` of texts (scope ``embed``) or ``id_pairs`` of items
     stored in ``collection`` (scope ``search``)."""
     key = await require("search" if body.id_pairs is not None else "embed")(request)
-    spec = resolve_model_name(body.model, services.embedder.spec, services.settings.model)
+    spec = services.resolve_model(body.model)
     most = services.settings.max_input_items
     pairs = body.pairs if body.pairs is not None else body.id_pairs or []
     if len(pairs) * 2 > most:
