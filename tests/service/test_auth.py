@@ -48,7 +48,7 @@ def test_admin_has_every_scope_and_a_revoked_key_stops_working(server: Server) -
 
 def test_health_and_metrics_are_open(server: Server) -> None:
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
-    ready = httpx.get(f"{server.url}/readyz")
+    ready = httpx.get(f"{server.url}/readyz", timeout=30)
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     metrics = httpx.get(f"{server.url}/metrics")
     assert metrics.status_code == 200

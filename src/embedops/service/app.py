@@ -90,6 +90,8 @@ def create_app(settings: Settings) -> FastAPI:
             await run_in_threadpool(load)
         await run_in_threadpool(embedder.embed, ["warm up"])
         embedder.count_tokens(["warm up"])
+        # Import LanceDB and connect now (seconds on a busy machine), not in the first request.
+        await run_in_threadpool(processor.store.versions, "_warm_up")
         logger.info(
             "model %s loaded in %.1fs", embedder.spec.version, time.perf_counter() - started
         )

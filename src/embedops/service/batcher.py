@@ -143,11 +143,14 @@ class Batcher:
             while self._free == 0:
                 self._freed.clear()
                 await self._freed.wait()
+            free_since = time.monotonic()
             while not self._items:
                 self._wake.clear()
                 await self._wake.wait()
-            # An idle batcher waits a moment for more texts, unless a batch is full already.
-            deadline = self._items[0].queued_at + self.max_wait
+            # Wait a moment for more texts, unless a batch is full already: from the oldest
+            # text's arrival when idle, from the slot's release when busy (the clients that
+            # batch answered are sending their next texts).
+            deadline = max(self._items[0].queued_at, free_since) + self.max_wait
             while not self._full() and (delay := deadline - time.monotonic()) > 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
