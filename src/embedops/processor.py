@@ -30,7 +30,14 @@ from embedops.models.base import Embedder
 from embedops.models.loader import BACKENDS, backend_of, load_embedder
 from embedops.models.processes import ProcessPoolEmbedder
 from embedops.monitoring.job import JobMetrics
-from embedops.pipeline import Progress, Run, RunOptions, RunReport, quarantine_path
+from embedops.pipeline import (
+    BadRowBudget,
+    Progress,
+    Run,
+    RunOptions,
+    RunReport,
+    quarantine_path,
+)
 from embedops.registry import ModelRegistry, resolve_model_arg
 from embedops.runlog import RunLog
 from embedops.sources import SourceFormat, open_source
@@ -199,6 +206,7 @@ class EmbeddingProcessor:
         progress: Progress | None = None,
         metrics_port: int | None = None,
         metrics_file: str | Path | None = None,
+        max_quarantined: str | int | None = None,
     ) -> RunReport:
         """Embed the records of a file into ``collection``.
 
@@ -224,6 +232,8 @@ class EmbeddingProcessor:
             progress: receives progress updates.
             metrics_port: serve the run's Prometheus metrics on this port (127.0.0.1).
             metrics_file: write them to this file (node-exporter's textfile collector).
+            max_quarantined: stop with ``TooManyBadRows`` once more rows than this are
+                quarantined: a number, or a percentage of the rows read (``"0.5%"``).
 
         Returns:
             The run report (``read == inserted + updated + metadata_updated + unchanged +
@@ -300,6 +310,9 @@ class EmbeddingProcessor:
                 delete_missing=delete_missing,
                 feed=feed,
                 embed_cache=self._embed_cache(embedder),
+                max_quarantined=(
+                    BadRowBudget.parse(max_quarantined) if max_quarantined is not None else None
+                ),
             ),
             progress=progress,
             run_log=RunLog(self.store_path, collection),
