@@ -448,6 +448,7 @@ class EmbeddingProcessor:
                 f"no complete run has built collection {collection!r} for {version} yet; "
                 f"embed into it with that model first"
             )
+        before = self.store.catalog.published(collection)
         published = self.store.catalog.publish(
             collection,
             table=name,
@@ -458,6 +459,9 @@ class EmbeddingProcessor:
             report=built["report"],
         )
         self.store.tag(name, f"published-{published.number}-v{built['version']}", built["version"])
+        if before is not None and before.table != name and not self.settings.keep_old_tables:
+            self.store.drop(before.table)  # readers moved on; rollback cannot go back to it
+            logger.warning("dropped %s (EMBEDOPS_KEEP_OLD_TABLES=false)", before.table)
         return published
 
     def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
