@@ -53,6 +53,7 @@ def test_exit_codes_are_distinct() -> None:
         errors.CollectionNotFound,
         errors.ItemNotFound,
         errors.QualityGateFailed,
+        errors.TooManyBadRows,
     ]
     codes = [c.exit_code for c in classes]
     assert len(set(codes)) == len(codes)

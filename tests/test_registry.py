@@ -516,3 +516,45 @@ def test_real_model_copy_with_one_byte_changed_is_refused(tmp_path: Path) -> Non
         f"weights {copy / 'model.safetensors'} no longer match model version {record.version}"
         in line
     )
+
+
+def test_blue_green_promote_of_a_collection(tiny_model: Path, store: Path, stsb: Path) -> None:
+    """Embedding a collection with another model version builds its table while the published
+    one keeps serving; promote switches readers only through the registry's gate."""
+    import json as _json
+
+    from embedops import EmbeddingProcessor
+    from embedops.config import Settings
+    from tests.fakes import FakeEmbedder
+
+    src = store.parent / "items.jsonl"
+    src.write_text("".join(_json.dumps({"id": str(i), "text": f"t {i}"}) + "\n" for i in range(9)))
+    blue = FakeEmbedder()
+    with EmbeddingProcessor(store=store, embedder=blue) as p:
+        assert p.process(src, collection="c", id_field="id", text_field="text").published == 1
+    record = ModelRegistry(store=store).add(str(tiny_model), backend="static")
+    green = FakeEmbedder(dim=record.dim)
+    green._spec = _spec(store, record.version)
+    settings = Settings(store=store, keep_old_tables=False)
+    with EmbeddingProcessor(settings=settings, embedder=green) as p:
+        report = p.process(src, collection="c", id_field="id", text_field="text")
+        assert (report.inserted, report.published) == (9, None)  # built, not published
+        assert p.store.catalog.published("c").model_version == blue.spec.version  # type: ignore[union-attr]
+        with pytest.raises(errors.QualityGateFailed, match="was not evaluated"):
+            p.promote("c")
+        bad = AngleEmbedder(green.spec, reverse=True)
+        ModelRegistry(store=store).evaluate(record.version, stsb=stsb, embedder=bad,
+                                            reference=bad)  # fmt: skip
+        with pytest.raises(errors.QualityGateFailed, match="quality gate failed"):
+            p.promote("c")
+        good = AngleEmbedder(green.spec)
+        ModelRegistry(store=store).evaluate(record.version, stsb=stsb, embedder=good,
+                                            reference=good)  # fmt: skip
+        entry = p.promote("c")
+        assert (entry.action, entry.model_version, entry.number) == (
+            "promote",
+            green.spec.version,
+            2,
+        )
+        assert p.search("c", "t 3", k=1)[0][0] == "3"  # green's own vectors answer
+        assert p.store.versions("c") == [green.spec.version]  # blue's table dropped

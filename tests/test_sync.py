@@ -185,3 +185,31 @@ def test_the_shared_embedding_cache_serves_a_second_collection(tmp_path: Path) -
     small = EmbedCache(tmp_path / "c", "m", dim=8, max_bytes=10 * (8 * 4 + 64))
     small.put([f"h{i}" for i in range(40)], np.ones((40, 8), dtype=np.float32))
     assert len(small.get([f"h{i}" for i in range(40)])) == 10  # the 10 most recent kept
+
+
+def test_a_bad_row_budget_stops_the_run_and_keeps_what_was_stored(tmp_path: Path) -> None:
+    import pytest
+
+    from embedops.errors import ConfigError, TooManyBadRows
+
+    rows: list[dict[str, Any]] = [
+        {"id": f"r{i}", "text": "" if i % 10 == 9 else f"text {i}"} for i in range(3000)
+    ]
+    src = _jsonl(tmp_path / "bad.jsonl", rows)
+    settings = Settings(store=tmp_path / "s", read_rows=500, sort_window=500)
+    with EmbeddingProcessor(settings=settings, embedder=FakeEmbedder()) as p:
+        with pytest.raises(TooManyBadRows, match=r"more than --max-quarantined allows \(5%\)"):
+            p.process(src, collection="c", id_field="id", text_field="text",
+                      max_quarantined="5%")  # fmt: skip
+        report = p.last_report
+        assert report is not None and report.status == "failed" and report.quarantined == 100
+        ok = p.process(
+            src, collection="c", id_field="id", text_field="text", max_quarantined="10%"
+        )  # fmt: skip  (10% exactly is within the budget)
+        assert (ok.quarantined, ok.read) == (300, 3000)
+        with pytest.raises(TooManyBadRows, match=r"\(299 rows\)"):
+            p.process(src, collection="d", id_field="id", text_field="text",
+                      max_quarantined=299)  # fmt: skip
+        with pytest.raises(ConfigError, match="a number of rows or a percentage"):
+            p.process(src, collection="c", id_field="id", text_field="text",
+                      max_quarantined="lots")  # fmt: skip

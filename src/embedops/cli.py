@@ -200,6 +200,14 @@ def embed(
             help="The input is a change feed: each line has op upsert|delete; applied in order.",
         ),
     ] = False,
+    max_quarantined: Annotated[
+        str | None,
+        typer.Option(
+            "--max-quarantined",
+            help="Stop once more rows than this are quarantined: N rows or N% of rows read "
+            "(default: no limit).",
+        ),
+    ] = None,
     metrics_port: Annotated[
         int | None,
         typer.Option("--metrics-port", help="Serve the run's Prometheus metrics on this port."),
@@ -255,6 +263,7 @@ def embed(
                 feed=feed,
                 metrics_port=metrics_port,
                 metrics_file=metrics_file,
+                max_quarantined=max_quarantined,
                 progress=RichProgress(f"embed {source.name}", console=err, enabled=not quiet),
             )
         if json_out:

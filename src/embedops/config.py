@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     embed_cache_mb: int = Field(
         default=2048, ge=1, le=1_000_000, description="Size bound of the embedding cache, MB."
     )
+    keep_old_tables: bool = Field(
+        default=True,
+        description="After promote switches a collection to another model version, keep the "
+        "table of the one it replaced (rollback can go back to it) or drop it.",
+    )
     cache_size: int = Field(
         default=65536,
         ge=0,

@@ -8,7 +8,8 @@ process exit code the CLI uses for it, so scripts can tell failures apart::
     ├── InputError (2)
     │   ├── SourceNotFound (3)           the input file does not exist
     │   ├── InvalidFormat (4)            unreadable file, or a line/row that does not parse
-    │   └── MissingField (5)             the id or text field is not in the input
+    │   ├── MissingField (5)             the id or text field is not in the input
+    │   └── TooManyBadRows (13)          more rows quarantined than --max-quarantined allows
     ├── ResourceError
     │   └── MemoryPressure (6)           MemoryError even after halving the batch
     ├── ModelError
@@ -58,6 +59,12 @@ class MissingField(InputError):
     """An id, text or metadata field named by the user is not in the input."""
 
     exit_code = 5
+
+
+class TooManyBadRows(InputError):
+    """More rows were quarantined than the run's bad-row budget allows."""
+
+    exit_code = 13
 
 
 class ResourceError(EmbedopsError):

@@ -37,7 +37,7 @@ from embedops.cleaning import (
 )
 from embedops.embed_cache import EmbedCache
 from embedops.embedding import ZERO_VECTOR, embed_with_retry
-from embedops.errors import ModelError
+from embedops.errors import ConfigError, ModelError, TooManyBadRows
 from embedops.models.base import Embedder
 
 if TYPE_CHECKING:
@@ -134,6 +134,48 @@ class RunOptions:
     delete_missing: bool = False
     feed: bool = False  # the source is a change feed (see ``Run._apply_feed``)
     embed_cache: EmbedCache | None = None
+    max_quarantined: BadRowBudget | None = None
+
+
+@dataclass(frozen=True)
+class BadRowBudget:
+    """How many quarantined rows a run accepts: ``rows`` at most, or ``percent`` of the rows
+    read (judged once 1,000 rows are read, so that one bad first row does not stop a run)."""
+
+    rows: int | None = None
+    percent: float | None = None
+
+    @classmethod
+    def parse(cls, value: str | int) -> BadRowBudget:
+        """``"100"`` or ``"0.5%"``; a ``ConfigError`` for anything else."""
+        text = str(value).strip()
+        try:
+            if text.endswith("%"):
+                percent = float(text[:-1])
+                if not 0 <= percent <= 100:
+                    raise ValueError(text)
+                return cls(percent=percent)
+            rows = int(text)
+            if rows < 0:
+                raise ValueError(text)
+            return cls(rows=rows)
+        except ValueError:
+            raise ConfigError(
+                f"max_quarantined takes a number of rows or a percentage, e.g. 100 or 0.5%; "
+                f"got {value!r}"
+            ) from None
+
+    def check(self, quarantined: int, read: int, path: str) -> None:
+        over = (self.rows is not None and quarantined > self.rows) or (
+            self.percent is not None and read >= 1000 and 100 * quarantined > self.percent * read
+        )
+        if over:
+            limit = f"{self.rows:,} rows" if self.rows is not None else f"{self.percent:g}%"
+            raise TooManyBadRows(
+                f"{quarantined:,} of {read:,} rows read so far were quarantined, more than "
+                f"--max-quarantined allows ({limit}); see {path} for the rows and reasons, fix "
+                "the input or raise the limit, then run again (rows stored so far are kept)"
+            )
 
 
 class VectorCache:
@@ -442,6 +484,9 @@ class Run:
         with self._lock:
             self.quarantine.write(records)
             self.report.quarantined += len(records)
+            budget = self.options.max_quarantined
+            if budget is not None and records:
+                budget.check(self.report.quarantined, self.report.read, str(self.quarantine.path))
             if self.options.delete_missing:
                 ids = [r.id for r in records if r.id is not None]
                 self.mentioned.add(hash64(ids), np.zeros(len(ids), dtype=np.uint64))

@@ -31,7 +31,14 @@ from embedops.models.base import Embedder
 from embedops.models.loader import BACKENDS, backend_of, load_embedder
 from embedops.models.processes import ProcessPoolEmbedder
 from embedops.monitoring.job import JobMetrics
-from embedops.pipeline import Progress, Run, RunOptions, RunReport, quarantine_path
+from embedops.pipeline import (
+    BadRowBudget,
+    Progress,
+    Run,
+    RunOptions,
+    RunReport,
+    quarantine_path,
+)
 from embedops.records import records_source
 from embedops.registry import ModelRegistry, resolve_model_arg
 from embedops.runlog import RunLog
@@ -201,6 +208,7 @@ class EmbeddingProcessor:
         progress: Progress | None = None,
         metrics_port: int | None = None,
         metrics_file: str | Path | None = None,
+        max_quarantined: str | int | None = None,
     ) -> RunReport:
         """Embed the records of a file into ``collection``.
 
@@ -226,6 +234,8 @@ class EmbeddingProcessor:
             progress: receives progress updates.
             metrics_port: serve the run's Prometheus metrics on this port (127.0.0.1).
             metrics_file: write them to this file (node-exporter's textfile collector).
+            max_quarantined: stop with ``TooManyBadRows`` once more rows than this are
+                quarantined: a number, or a percentage of the rows read (``"0.5%"``).
 
         Returns:
             The run report (``read == inserted + updated + metadata_updated + unchanged +
@@ -302,6 +312,9 @@ class EmbeddingProcessor:
                 delete_missing=delete_missing,
                 feed=feed,
                 embed_cache=self._embed_cache(embedder),
+                max_quarantined=(
+                    BadRowBudget.parse(max_quarantined) if max_quarantined is not None else None
+                ),
             ),
             progress=progress,
             run_log=RunLog(self.store_path, collection),
@@ -437,6 +450,7 @@ class EmbeddingProcessor:
                 f"no complete run has built collection {collection!r} for {version} yet; "
                 f"embed into it with that model first"
             )
+        before = self.store.catalog.published(collection)
         published = self.store.catalog.publish(
             collection,
             table=name,
@@ -447,6 +461,9 @@ class EmbeddingProcessor:
             report=built["report"],
         )
         self.store.tag(name, f"published-{published.number}-v{built['version']}", built["version"])
+        if before is not None and before.table != name and not self.settings.keep_old_tables:
+            self.store.drop(before.table)  # readers moved on; rollback cannot go back to it
+            logger.warning("dropped %s (EMBEDOPS_KEEP_OLD_TABLES=false)", before.table)
         return published
 
     def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:

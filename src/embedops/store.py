@@ -193,6 +193,11 @@ class VectorStore:
                 ) from exc
             return int(table.version)
 
+    def drop(self, name: str) -> None:
+        """Drop table ``name`` (taking its writer lock: never under a running writer)."""
+        with self.lock(name):
+            self._connect().drop_table(name, ignore_missing=True)
+
     def tag(self, name: str, tag: str, version: int) -> None:
         """Tag ``version`` of table ``name`` (tagged versions survive cleanup)."""
         table = self._open(name)

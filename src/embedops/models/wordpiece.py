@@ -22,7 +22,9 @@ from typing import Any
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # A run of letters and digits, or one punctuation character (all other printable ASCII).
 _WORDS = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]", re.ASCII)
-CACHE_LIMIT = 1_000_000
+# Words kept (about 400 bytes each in the tokenizer process): a long tail of distinct words
+# (ids, numbers) grew the child to 385 MB on a million rows; past the limit it starts over.
+CACHE_LIMIT = 250_000
 
 
 class FastWordPiece:
