@@ -135,7 +135,8 @@ class Settings(BaseSettings):
         default=2.0,
         ge=0,
         le=5000,
-        description="Longest wait of an idle batcher for more texts before it embeds a batch.",
+        description="Longest wait for more texts before a batch is embedded (from the oldest "
+        "text's arrival when idle, from the release of an inference slot when busy).",
     )
     queue_size: int = Field(
         default=4096,
