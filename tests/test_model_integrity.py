@@ -68,7 +68,7 @@ def gpt2_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing is built or remembered in the user's cache; no check result from another test."""
     monkeypatch.setenv("EMBEDOPS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(registry, "_CHECKED", {})
+    monkeypatch.setattr(registry, "_CHECKED", {}, raising=False)
 
 
 def _compare(model: Path, backend: str) -> tuple[int, str]:
@@ -141,5 +141,5 @@ def test_the_packaged_model_needs_no_check(monkeypatch: pytest.MonkeyPatch) -> N
     def refuse(*args: object, **kwargs: object) -> list[str]:
         raise AssertionError("the packaged model's own files were checked with transformers")
 
-    monkeypatch.setattr(registry, "_load_report", refuse)
+    monkeypatch.setattr(registry, "_load_report", refuse, raising=False)
     assert resolve_model("all-MiniLM-L6-v2").dim == 384
