@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 import embedops.processor
-from embedops import errors
-from embedops.cli import app
+from embedops import EmbeddingProcessor, errors
+from embedops.cli import _split, app
 from embedops.errors import ConfigError, InvalidFormat
 from embedops.sources import SourceFormat, detect_format, open_source
 from tests.fakes import FakeEmbedder
@@ -237,6 +237,38 @@ def test_a_stray_quote_before_a_long_tail_is_still_a_stray_quote(tmp_path: Path)
     path.write_text('id,text\n1,a\n2,"stray\n' + "".join(f"{i},row {i}\n" for i in range(200_000)))
     with pytest.raises(InvalidFormat, match=r"stray.csv line 3: .* is never closed"):
         _texts(path, rows=64)
+
+
+# 14: an empty name in --columns
+
+
+@pytest.mark.parametrize("columns", [["cls", "", "desc"], ["cls", "desc", " "]])
+def test_columns_with_an_empty_name_are_a_config_error(tmp_path: Path, columns: list[str]) -> None:
+    path = tmp_path / "x.csv"
+    path.write_text("1,red,shoe\n")
+    with pytest.raises(ConfigError, match=r"--columns .* field \d has no name"):
+        open_source(path, columns=columns)
+
+
+def test_the_cli_passes_an_empty_column_name_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _split("cls,,desc", keep_empty=True) == ["cls", "", "desc"]
+    assert _split("a, b,", keep_empty=False) == ["a", "b"]  # --keep stays lenient
+    path = tmp_path / "x.csv"
+    path.write_text("1,red,shoe\n")
+    code, _, stderr = _embed(path, tmp_path / "s", monkeypatch, "--columns", "cls,,text")
+    assert code == errors.ConfigError.exit_code
+    assert "--columns 'cls,,text': field 2 has no name" in stderr
+
+
+def test_processor_refuses_an_empty_column_name(
+    tmp_path: Path, processor: EmbeddingProcessor
+) -> None:
+    path = tmp_path / "x.tsv"
+    path.write_text("1\tred\n")
+    with pytest.raises(ConfigError, match="field 1 has no name"):
+        processor.process(path, collection="c", text_field="text", columns=["", "text"])
 
 
 # 12 and 13 over many blocks of a compressed file: the quote tracker follows the decompressed

@@ -196,7 +196,8 @@ def open_source(
         SourceNotFound: the file does not exist.
         InvalidFormat: the file cannot be read as that format (or is compressed without a
             suffix that says so).
-        ConfigError: the format is unknown, or ``columns`` was given for JSONL or Parquet.
+        ConfigError: the format is unknown, ``columns`` was given for JSONL or Parquet, or
+            names an empty field.
     """
     p = Path(path)
     if not p.exists():
@@ -208,6 +209,12 @@ def open_source(
     source_format = detect_format(p, fmt)
     if columns and source_format not in (SourceFormat.CSV, SourceFormat.TSV):
         raise ConfigError("--columns is only for headerless CSV or TSV files")
+    if columns and any(not c.strip() for c in columns):
+        at = next(i for i, c in enumerate(columns, start=1) if not c.strip())
+        raise ConfigError(
+            f"--columns {','.join(columns)!r}: field {at} has no name; name every column of "
+            "the file, in order"
+        )
     _check_compression(p, source_format)
     if source_format is SourceFormat.PARQUET:
         return _open_parquet(p, rows)
