@@ -143,3 +143,16 @@ def test_the_packaged_model_needs_no_check(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(registry, "_load_report", refuse, raising=False)
     assert resolve_model("all-MiniLM-L6-v2").dim == 384
+
+
+def test_a_config_without_model_type_is_left_to_the_backends(tmp_path: Path) -> None:
+    """Without model_type there is no architecture to check against; transformers cannot build
+    the model either, so the backend's load is the ModelLoadError (exit 7)."""
+    model = _copy(tmp_path / "m")
+    config = json.loads((model / "config.json").read_text())
+    del config["model_type"]
+    (model / "config.json").write_text(json.dumps(config))
+    assert resolve_model(str(model)).dim == 384  # no tensor check: nothing to check against
+    code, line = _compare(model, "torch")
+    assert code == errors.ModelLoadError.exit_code, line
+    assert "model_type" in line

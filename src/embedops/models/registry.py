@@ -215,12 +215,18 @@ def check_tensors(
     transformers builds the model from the directory once per weights and config digest (a
     second or so, with the torch import); the result is remembered in memory and, with
     ``cache_dir``, in ``digests.json``, so a warm start does not import torch. A known model's
-    own files need no check. Unexpected extra tensors are logged as a warning.
+    own files need no check, nor a config.json without ``model_type`` (no backend loads it).
+    Unexpected extra tensors are logged as a warning.
 
     Raises:
         ModelLoadError: tensors are missing or of the wrong shape, or the architecture cannot
             be built from the files; the message names the tensors and the fix.
     """
+    if not isinstance(config.get("model_type"), str):
+        # No architecture to check against: transformers cannot build the model either, so
+        # every backend fails to load it (a ModelLoadError) instead of running it.
+        logger.debug("model %s: config.json names no model_type; tensors not checked", path)
+        return
     config_digest = hashlib.sha256((path / "config.json").read_bytes()).hexdigest()
     if known is not None and (digest, config_digest) == (known.sha256, known.config_sha256):
         return
