@@ -311,7 +311,9 @@ class _FileBytes(io.RawIOBase):
 
 
 def _corrupt(path: Path, exc: Exception) -> InvalidFormat:
-    """A compressed file whose data does not decompress."""
+    """A file that cannot be read (a compressed one: whose data does not decompress)."""
+    if _compression(path) is None:
+        return InvalidFormat(f"{path}: cannot be read ({exc}); check the file and the disk")
     return InvalidFormat(
         f"{path}: the compressed data is corrupt or truncated ({exc}); compress the file "
         "again, or check that its suffix names its compression"
@@ -548,7 +550,7 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
         error = explain(exc)
         raw.close()
         raise error from exc
-    except OSError as exc:  # pyarrow decompresses a compressed file natively
+    except OSError as exc:  # a compressed file's data: pyarrow decompresses it natively
         raw.close()
         raise _corrupt(path, exc) from exc
 
@@ -567,7 +569,7 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
                     return
                 except pa.ArrowInvalid as exc:
                     raise explain(exc) from exc
-                except OSError as exc:  # pyarrow decompresses a compressed file natively
+                except OSError as exc:  # a compressed file's data (see above)
                     raise _corrupt(path, exc) from exc
                 raw.catch_up()
                 if tracker is not None and tracker.malformed_at >= 0:
