@@ -145,8 +145,12 @@ def _main(
     configure_logging("DEBUG" if debug else level, log_json)
 
 
-def _split(value: str | None) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+def _split(value: str | None, *, keep_empty: bool = False) -> list[str]:
+    """``a, b,c`` -> ``["a", "b", "c"]``; empty items are dropped unless ``keep_empty`` (for
+    ``--columns``, where ``a,,c`` is a mistake that the reader refuses)."""
+    if not value:
+        return []
+    return [v.strip() for v in value.split(",") if keep_empty or v.strip()]
 
 
 @app.command()
@@ -255,7 +259,7 @@ def embed(
                 template=template,
                 id_field=id_field,
                 keep=_split(keep),
-                columns=_split(columns) or None,
+                columns=_split(columns, keep_empty=True) or None,
                 format=format,
                 normalize=normalize,
                 strip_markup=strip_markup,

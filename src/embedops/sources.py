@@ -8,6 +8,10 @@ No reader holds a whole file in memory: each yields ``SourceBatch`` objects of a
 - JSONL values are kept JSON-encoded, so a number or an object in a text field is seen as what
   it is; invalid UTF-8 in a line survives as surrogate escapes;
 - Parquet columns keep their native Arrow types.
+
+CSV, TSV and JSONL files compressed with gzip, zstd or bzip2 (``.csv.gz``, ``.jsonl.zst``, ...)
+are decompressed as they are read; the format comes from the suffix before the compression
+suffix.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -55,6 +59,22 @@ _SUFFIXES = {
     ".parquet": SourceFormat.PARQUET,
     ".pq": SourceFormat.PARQUET,
 }
+# Compression suffixes, read as streams by pyarrow's codecs.
+_COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
+# How compressed data starts, to refuse a compressed file whose name hides it.
+_MAGIC = (
+    (b"\x1f\x8b", "gzip", ".gz"),
+    (b"\x28\xb5\x2f\xfd", "zstd", ".zst"),
+    (b"\xfd7zXZ\x00", "xz", ""),
+    (b"PK\x03\x04", "zip", ""),
+)
+_BOM = b"\xef\xbb\xbf"
+# A quote that does not close within the read block: how far on its closing quote is looked
+# for, to tell a long value (and its length) from a stray quote.
+_QUOTE_SCAN = 1 << 30
+# The largest CSV/TSV read block (EMBEDOPS_READ_ROWS x 512 bytes): the longest quoted value
+# a CSV file can hold.
+_MAX_BLOCK = 1 << 28
 
 
 @dataclass(frozen=True)
@@ -136,14 +156,22 @@ def detect_format(path: Path, explicit: str | None = None) -> SourceFormat:
         except ValueError:
             known = ", ".join(f.value for f in SourceFormat)
             raise ConfigError(f"unknown format {explicit!r}; use one of: {known}") from None
-    fmt = _SUFFIXES.get(path.suffix.lower())
+    suffix = path.suffix.lower()
+    if suffix in _COMPRESSIONS:
+        suffix = Path(path.stem).suffix.lower()  # x.csv.gz: csv
+    fmt = _SUFFIXES.get(suffix)
     if fmt is None:
         known = ", ".join(f.value for f in SourceFormat)
         raise ConfigError(
-            f"{path}: cannot tell the format from the suffix {path.suffix!r}; "
+            f"{path}: cannot tell the format from the suffix {suffix or path.suffix!r}; "
             f"pass --format ({known})"
         )
     return fmt
+
+
+def _compression(path: Path) -> str | None:
+    """The codec the file's suffix names (``x.csv.gz``: gzip), or ``None``."""
+    return _COMPRESSIONS.get(path.suffix.lower())
 
 
 def open_source(
@@ -161,10 +189,15 @@ def open_source(
         columns: field names of a headerless CSV or TSV file.
         rows: records per batch.
 
+    A CSV, TSV or JSONL file whose name ends in ``.gz``, ``.zst`` or ``.bz2`` is decompressed
+    as it is read.
+
     Raises:
         SourceNotFound: the file does not exist.
-        InvalidFormat: the file cannot be read as that format.
-        ConfigError: the format is unknown, or ``columns`` was given for JSONL or Parquet.
+        InvalidFormat: the file cannot be read as that format (or is compressed without a
+            suffix that says so).
+        ConfigError: the format is unknown, ``columns`` was given for JSONL or Parquet, or
+            names an empty field.
     """
     p = Path(path)
     if not p.exists():
@@ -176,11 +209,43 @@ def open_source(
     source_format = detect_format(p, fmt)
     if columns and source_format not in (SourceFormat.CSV, SourceFormat.TSV):
         raise ConfigError("--columns is only for headerless CSV or TSV files")
+    if columns and any(not c.strip() for c in columns):
+        at = next(i for i, c in enumerate(columns, start=1) if not c.strip())
+        raise ConfigError(
+            f"--columns {','.join(columns)!r}: field {at} has no name; name every column of "
+            "the file, in order"
+        )
+    _check_compression(p, source_format)
     if source_format is SourceFormat.PARQUET:
         return _open_parquet(p, rows)
     if source_format is SourceFormat.JSONL:
         return _open_jsonl(p, rows)
     return _open_delimited(p, source_format, columns, rows)
+
+
+def _check_compression(path: Path, fmt: SourceFormat) -> None:
+    """Refuse a compressed Parquet file, and compressed bytes under a name without a
+    compression suffix (read as text they fail with a misleading error)."""
+    if _compression(path) is not None:
+        if fmt is SourceFormat.PARQUET:
+            raise InvalidFormat(
+                f"{path}: a compressed Parquet file cannot be read as a stream; decompress it "
+                "(Parquet compresses its columns itself)"
+            )
+        return
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    for magic, codec, suffix in _MAGIC:
+        if head.startswith(magic):
+            fix = (
+                f"rename it to {path.name}{suffix} to read it compressed, or decompress it"
+                if suffix
+                else f"decompress it ({codec} is not read directly)"
+            )
+            raise InvalidFormat(
+                f"{path}: looks {codec}-compressed, but the name does not end in a "
+                f"compression suffix (.gz, .zst, .bz2); {fix}"
+            )
 
 
 def _open_parquet(path: Path, rows: int) -> Source:
@@ -206,6 +271,80 @@ def _open_parquet(path: Path, rows: int) -> Source:
     )
 
 
+class _FileBytes(io.RawIOBase):
+    """A file's bytes, decompressed if its suffix names a compression, for readers in Python
+    (JSONL, the header, line numbers, ``_Follower``; never for pyarrow's own threads).
+
+    ``count`` is the bytes of the file on disk read so far (compressed: what the decompressor
+    has taken), for progress bars; a decompression error is an ``InvalidFormat`` naming
+    ``path``.
+    """
+
+    def __init__(
+        self, raw: Any, *, source: IO[bytes] | None = None, path: Path | None = None
+    ) -> None:
+        self._raw = raw
+        self._source = source
+        self._path = path
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self._raw.read(len(buffer))
+        except OSError as exc:
+            if self._source is None or self._path is None:
+                raise
+            raise _corrupt(self._path, exc) from exc
+        n = len(data)
+        buffer[:n] = data
+        self.count = self._source.tell() if self._source is not None else self.count + n
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        if self._source is not None:
+            self._source.close()
+        super().close()
+
+
+def _corrupt(path: Path, exc: Exception) -> InvalidFormat:
+    """A file that cannot be read (a compressed one: whose data does not decompress)."""
+    if _compression(path) is None:
+        return InvalidFormat(f"{path}: cannot be read ({exc}); check the file and the disk")
+    return InvalidFormat(
+        f"{path}: the compressed data is corrupt or truncated ({exc}); compress the file "
+        "again, or check that its suffix names its compression"
+    )
+
+
+def _open_bytes(path: Path) -> _FileBytes:
+    """The file's bytes, decompressed if its suffix names a compression."""
+    fh = path.open("rb")
+    codec = _compression(path)
+    if codec is None:
+        return _FileBytes(fh)
+    try:
+        stream = pa.CompressedInputStream(fh, codec)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        fh.close()
+        raise InvalidFormat(f"{path}: cannot read {codec} data ({exc})") from exc
+    return _FileBytes(stream, source=fh, path=path)
+
+
+def _read_head(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes of the file (decompressed), or all of them if fewer."""
+    with _open_bytes(path) as fh:
+        parts: list[bytes] = []
+        got = 0
+        while got < size and (chunk := fh.read(size - got)):
+            parts.append(chunk)
+            got += len(chunk)
+    return b"".join(parts)
+
+
 class _Follower:
     """Reads the bytes of a file that pyarrow's native stream has read, in the consuming
     thread, and shows them to ``tracker``.
@@ -215,24 +354,29 @@ class _Follower:
     thread is then torn down inside C++ (SIGABRT, "terminate called without an active
     exception") or waits for the GIL forever. So pyarrow reads a native stream, and this
     follower reads the same bytes again, from its own handle, up to where pyarrow has got.
+
+    A compressed file is decompressed natively for pyarrow and in Python for the follower;
+    positions then count the compressed bytes read from the file (the decompressed stream
+    cannot tell its position), and the tracker sees the bytes they decompress to.
     """
 
-    def __init__(
-        self, path: Path, stream: pa.NativeFile, tracker: QuoteTracker | None, block: int
-    ) -> None:
-        self.stream = stream
+    def __init__(self, path: Path, tracker: QuoteTracker | None, block: int) -> None:
+        self._file = pa.OSFile(str(path))
+        codec = _compression(path)
+        self.stream = self._file if codec is None else pa.CompressedInputStream(self._file, codec)
+        self._compressed = codec is not None
         self._block = block  # fed in pyarrow's blocks: the tracker judges value lengths so
         self._tracker = tracker
-        self._fh: IO[bytes] | None = path.open("rb") if tracker is not None else None
-        self.count = 0  # bytes shown to the tracker
+        self._fh = _open_bytes(path) if tracker is not None else None
+        self.count = 0  # bytes shown to the tracker (compressed: the bytes they came from)
         self._seen = 0
 
     @property
     def position(self) -> int:
-        """Bytes pyarrow has read so far (read-ahead included; once pyarrow has closed the
-        stream, as it does when it fails, the last position seen)."""
-        if not self.stream.closed:
-            self._seen = int(self.stream.tell())
+        """Bytes pyarrow has read from the file so far (read-ahead included; once pyarrow
+        has closed the stream, as it does when it fails, the last position seen)."""
+        if not self._file.closed:
+            self._seen = int(self._file.tell())
         return self._seen
 
     def catch_up(self, until: int | None = None) -> None:
@@ -241,12 +385,16 @@ class _Follower:
         if self._fh is None or self._tracker is None:
             self.count = max(self.count, target)
             return
-        while self.count < target:
-            data = self._fh.read(min(self._block, target - self.count))
+        # Compressed: positions count compressed bytes, and the decompressor takes them ahead
+        # of what it gives; all that ``target`` bytes decompress to is seen once it has taken
+        # more than ``target`` (or at the end).
+        while self.count < target or (self._compressed and self.count == target):
+            size = self._block if self._compressed else min(self._block, target - self.count)
+            data = self._fh.read(size)
             if not data:
                 break
             self._tracker.feed(data)
-            self.count += len(data)
+            self.count = self._fh.count
 
     def finish(self) -> None:
         """Show the tracker the rest of the file."""
@@ -254,17 +402,17 @@ class _Follower:
             return
         while data := self._fh.read(self._block):
             self._tracker.feed(data)
-            self.count += len(data)
+            self.count = self._fh.count
 
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
         self.stream.close()
+        self._file.close()
 
 
 def _read_header(path: Path, delimiter: str, quote: bool) -> list[str]:
-    with path.open("rb") as fh:
-        head = fh.read(1 << 16)
+    head = _read_head(path, 1 << 16)
     if not head.strip():
         raise InvalidFormat(f"{path}: the file is empty; expected a header line")
     text = head.decode("utf-8", "replace").lstrip("\ufeff")
@@ -286,6 +434,24 @@ def _read_header(path: Path, delimiter: str, quote: bool) -> list[str]:
     if dupes:
         raise InvalidFormat(f"{path} line 1: duplicate column names in the header: {dupes}")
     return names
+
+
+def _only_header(path: Path, delimiter: str, quote: bool) -> bool:
+    """The file holds its header line and nothing else (pyarrow refuses one without a final
+    line break: "Could not skip initial 1 rows")."""
+    head = _read_head(path, (1 << 16) + 1)
+    if len(head) > 1 << 16:
+        return False
+    text = head.decode("utf-8", "replace").lstrip("\ufeff")
+    reader = csv.reader(
+        io.StringIO(text),
+        delimiter=delimiter,
+        quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE,
+    )
+    try:
+        return sum(1 for _ in reader) == 1
+    except csv.Error:
+        return False
 
 
 def _duplicates(names: list[str]) -> list[str]:
@@ -312,12 +478,13 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
         bad_rows.append(row)
         return "error"
 
-    # Rows are about 200 bytes; size blocks so one block is roughly one batch.
+    # Rows are about 200 bytes; size blocks so one block is roughly one batch. A quoted
+    # value must fit in one block: EMBEDOPS_READ_ROWS raises it (see explain).
     read_options = pacsv.ReadOptions(
         column_names=names,
         skip_rows=skip,
         use_threads=False,
-        block_size=max(1 << 16, min(rows * 512, 1 << 24)),
+        block_size=max(1 << 16, min(rows * 512, _MAX_BLOCK)),
     )
     parse_options = pacsv.ParseOptions(
         delimiter=delimiter,
@@ -333,7 +500,7 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
     )
     size = path.stat().st_size
     tracker = QuoteTracker(delimiter, read_options.block_size) if quote else None
-    raw = _Follower(path, pa.OSFile(str(path)), tracker, read_options.block_size)
+    raw = _Follower(path, tracker, read_options.block_size)
 
     def unclosed(why: str, at: int | None = None) -> InvalidFormat:
         assert tracker is not None
@@ -349,15 +516,16 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
         long_at = -1 if tracker is None else tracker.long_value_at
         if long_at >= 0 and "straddl" in str(exc):
             assert tracker is not None
-            block_size = read_options.block_size
-            block = f"{block_size >> 20} MB" if block_size >= 1 << 20 else f"{block_size >> 10} KB"
-            if tracker.unclosed and tracker.opened_at == long_at:
-                return unclosed(f"is not closed within {block} (a stray quote, or a long value)")
-            return InvalidFormat(
-                f"{path} line {_line_of(path, long_at)}: a quoted value opens here that is "
-                f"longer than the read block ({block}); EMBEDOPS_READ_ROWS=32768 reads 16 MB "
-                "blocks; for longer values write the data as JSONL or Parquet"
-            )
+            # The tracker has seen a block or two past the value's start: look for its end.
+            end, scanned = _closing_quote(path, long_at)
+            if end < 0:
+                why = (
+                    NEVER_CLOSED
+                    if scanned is None
+                    else f"is not closed within {_size_text(scanned)} (a stray quote?)"
+                )
+                return unclosed(why, long_at)
+            return _long_value(path, long_at, end, _size_text(read_options.block_size))
         if bad_rows:
             row = bad_rows[-1]
             where = f" line {row.number}" if row.number is not None else ""
@@ -376,9 +544,15 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
             convert_options=convert_options,
         )
     except pa.ArrowInvalid as exc:
+        if skip and _only_header(path, delimiter, quote):
+            raw.close()
+            return Source(path, fmt, names, size, "bytes", iter(()))
         error = explain(exc)
         raw.close()
         raise error from exc
+    except OSError as exc:  # a compressed file's data: pyarrow decompresses it natively
+        raw.close()
+        raise _corrupt(path, exc) from exc
 
     def batches() -> Iterator[SourceBatch]:
         first = 1
@@ -395,6 +569,8 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
                     return
                 except pa.ArrowInvalid as exc:
                     raise explain(exc) from exc
+                except OSError as exc:  # a compressed file's data (see above)
+                    raise _corrupt(path, exc) from exc
                 raw.catch_up()
                 if tracker is not None and tracker.malformed_at >= 0:
                     # pyarrow merges the rows up to the next quote into that value, silently.
@@ -422,11 +598,70 @@ MERGED_ROWS = (
 NEVER_CLOSED = "is never closed (the rest of the file would be read into it)"
 
 
+def _size_text(size: int) -> str:
+    return f"{round(size / (1 << 20))} MB" if size >= 1 << 20 else f"{-(-size >> 10)} KB"
+
+
+def _closing_quote(path: Path, opened: int) -> tuple[int, int | None]:
+    """Where the quoted value that opens at byte ``opened`` closes (RFC 4180: ``""`` inside
+    is a quote). Returns the offset of its closing quote (-1: not found) and, when the search
+    gave up before the end of the file, how far it looked (``None``: to the end)."""
+    with _open_bytes(path) as fh:
+        pos = 0
+        while pos <= opened and (chunk := fh.read(min(opened + 1 - pos, 1 << 22))):
+            pos += len(chunk)
+        quote_ends_chunk = False  # the last chunk ended with a quote: closing, or half of ""
+        while pos - opened <= _QUOTE_SCAN:
+            chunk = fh.read(1 << 22)
+            if not chunk:
+                return (pos - 1 if quote_ends_chunk else -1), None
+            at = 0
+            if quote_ends_chunk:
+                if chunk[:1] != b'"':
+                    return pos - 1, None
+                at, quote_ends_chunk = 1, False
+            while (found := chunk.find(b'"', at)) >= 0:
+                if found + 1 == len(chunk):
+                    quote_ends_chunk = True
+                    break
+                if chunk[found + 1 : found + 2] != b'"':
+                    return pos + found, None
+                at = found + 2
+            pos += len(chunk)
+    return -1, pos - opened
+
+
+def _long_value(path: Path, opened: int, end: int, block: str) -> InvalidFormat:
+    """A quoted value from byte ``opened`` to its closing quote at ``end``, longer than the
+    read block: say how long, and how to read it."""
+    line, to_line = _line_of(path, opened), _line_of(path, end)
+    length = end - opened + 1
+    what = (
+        f"a quoted value opens here that is {_size_text(length)} long"
+        f"{f' (to line {to_line})' if to_line != line else ''}, longer than the read block "
+        f"({block})"
+    )
+    # The block must hold the value and the rest of its row: 64 KB to spare.
+    rows = 1 << (-(-(length + (1 << 16)) // 512) - 1).bit_length()
+    if rows * 512 <= _MAX_BLOCK:
+        fix = (
+            f"EMBEDOPS_READ_ROWS={rows} reads {_size_text(rows * 512)} blocks, enough for it; "
+            "or write the data as JSONL or Parquet"
+        )
+    else:
+        fix = (
+            f"the largest read block is {_size_text(_MAX_BLOCK)} "
+            f"(EMBEDOPS_READ_ROWS={_MAX_BLOCK // 512}); for longer values write the data as "
+            "JSONL or Parquet"
+        )
+    return InvalidFormat(f"{path} line {line}: {what}; {fix}")
+
+
 def _line_of(path: Path, offset: int) -> int:
     """The 1-based line of ``path`` that byte ``offset`` is on (lines end with LF, CRLF or
-    CR)."""
+    CR; offsets of a compressed file count its decompressed bytes)."""
     line, done, last = 1, 0, b""
-    with path.open("rb") as fh:
+    with _open_bytes(path) as fh:
         while done < offset:
             chunk = fh.read(min(1 << 20, offset - done))
             if not chunk:
@@ -440,8 +675,11 @@ def _line_of(path: Path, offset: int) -> int:
 
 
 def _open_jsonl(path: Path, rows: int) -> Source:
-    fh = path.open("rb")
-    lines = _jsonl_batches(path, fh, rows)
+    raw = _open_bytes(path)
+    fh = io.BufferedReader(raw)
+    # Progress: bytes of the file on disk (compressed: what was read; plain: what was parsed).
+    tell = (lambda: raw.count) if _compression(path) else None
+    lines = _jsonl_batches(path, fh, rows, tell)
     try:
         first = next(lines, None)
     except InvalidFormat:
@@ -460,13 +698,17 @@ def _open_jsonl(path: Path, rows: int) -> Source:
     return Source(path, SourceFormat.JSONL, fields, path.stat().st_size, "bytes", batches())
 
 
-def _jsonl_batches(path: Path, fh: IO[bytes], rows: int) -> Iterator[SourceBatch]:
+def _jsonl_batches(
+    path: Path, fh: IO[bytes], rows: int, tell: Callable[[], int] | None = None
+) -> Iterator[SourceBatch]:
     records: list[dict[str, Any]] = []
     keys: dict[str, None] = {}
     first_row = 1
     position = 0
     for line_no, line in enumerate(fh, start=1):
-        position += len(line)
+        position = tell() if tell is not None else position + len(line)
+        if line_no == 1 and line.startswith(_BOM):
+            line = line[len(_BOM) :]  # a BOM is not part of the first record
         if not line.strip():
             continue
         text = line.decode("utf-8", "surrogateescape")
