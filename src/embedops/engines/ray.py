@@ -1,0 +1,603 @@
+"""The Ray Data engine: the stages of ``pipeline.Run`` with embedding on a Ray actor pool.
+
+What runs where:
+
+- **driver** (the process that runs ``embedops embed --engine ray``): reads the source and
+  cleans it with the same ``sources.open_source`` and ``cleaning.Cleaner`` as the local engine,
+  so the quarantine is the same (duplicate ids across the whole file, line numbers, the CSV
+  quote checks: these need one sequential pass over the file, which a split read would lose);
+  skips rows stored with the same content hash; reuses vectors of texts embedded earlier in
+  the run; and writes through ``store.Writer`` (one writer per table, its lock, its commits).
+- **Ray Data**: each window of rows to embed (``sort_window`` rows, its distinct texts only)
+  is put into the object store and fed through a bounded queue into a dataset whose
+  ``map_batches`` runs on an actor pool: one ``EmbedActor`` per model replica, built from the
+  same model and backend settings, counting tokens, cutting token-budget batches and embedding
+  them through ``embedops.embed_with_retry``. The dataset streams: the driver consumes
+  results while later windows are read, and a full queue (Ray Data's backpressure stops
+  pulling from it when the actors are busy) pauses the reader.
+
+A window goes through Ray Data as one row (its texts as a list), and the dataset's
+``target_max_block_size`` is set so that every row is a block of its own: Ray Data otherwise
+gathers what a generator yields into blocks of up to 128 MB, and nothing would reach the
+actors before the whole input was read.
+
+Ray is started here (``ray.init(num_cpus=...)``: quiet logs, no dashboard) and shut down at
+the end, unless Ray is already initialised in this process or ``RAY_ADDRESS`` names a cluster
+to join (then the cluster's workers need embedops, the model files and the same versions).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pyarrow as pa
+from numpy.typing import NDArray
+
+from embedops.batching import plan_batches
+from embedops.cleaning import CleanRow, QuarantineRecord, Reason
+from embedops.embedding import ZERO_VECTOR, embed_with_retry
+from embedops.errors import ConfigError, EmbedopsError, ModelError
+from embedops.pipeline import Run, RunReport
+from embedops.signals import deferred_signals
+
+try:
+    import ray
+    import ray.data
+    from ray.util.queue import Full, Queue
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ConfigError(
+        "the ray engine needs Ray Data: pip install 'embedops[ray]' (or run with --engine local)"
+    ) from exc
+
+logger = logging.getLogger(__name__)
+# Ray Data counts the inputs of the actor pool when it starts: one (the feed), however many
+# windows follow, so it warns that the pool is larger than the work. It is not.
+warnings.filterwarnings(
+    "ignore", message="The minimum number of concurrent actors", category=UserWarning
+)
+
+# One row per window: the distinct texts to embed, keyed by content hash.
+WINDOW_SCHEMA = pa.schema(
+    [
+        ("window", pa.int64()),
+        ("keys", pa.list_(pa.string())),
+        ("texts", pa.list_(pa.string())),
+        ("cut", pa.list_(pa.bool_())),
+    ]
+)
+# One row per window back: float32 vectors as bytes, the error of each text ("" if none),
+# token counts, inference batches, and the model version the actor loaded.
+RESULT_SCHEMA = pa.schema(
+    [
+        ("window", pa.int64()),
+        ("keys", pa.list_(pa.string())),
+        ("vectors", pa.large_binary()),
+        ("errors", pa.list_(pa.string())),
+        ("lengths", pa.list_(pa.int64())),
+        ("batches", pa.int64()),
+        ("version", pa.string()),
+    ]
+)
+# Loggers of Ray that report every dataset's start and plan at INFO.
+_RAY_LOGGERS = ("ray", "ray.util", "ray.train")
+# Variables the workers of a cluster need as the driver has them.
+_FORWARDED_ENV = ("HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM")
+
+
+class EmbedActor:
+    """One model replica in a Ray actor: embeds windows of distinct texts.
+
+    Args:
+        model: model alias, directory or cached Hugging Face id (as the driver has it).
+        backend: backend name (``models.loader.BACKENDS``).
+        cache_dir: where built artefacts are cached on this worker's node.
+        threads: inference threads of this replica (the CPUs the actor holds).
+        batch_tokens: token budget of one inference batch (``None``: plain chunks).
+        max_batch_rows: rows per inference batch at most.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        backend: str,
+        cache_dir: str,
+        threads: int,
+        batch_tokens: int | None,
+        max_batch_rows: int,
+    ) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as the CLI: never download weights
+        from embedops.models.loader import load_embedder
+
+        self.embedder = load_embedder(model, backend, cache_dir=Path(cache_dir), threads=threads)
+        if hasattr(self.embedder, "tokenizer_process"):
+            # The static backend would tokenise in a child process: a CPU the actor does not
+            # hold. Ray runs more actors instead.
+            self.embedder.tokenizer_process = False
+        self.batch_tokens = batch_tokens
+        self.max_batch_rows = max_batch_rows
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        """Embed every window (row) of ``batch``; one result row per window."""
+        spec = self.embedder.spec
+        columns: dict[str, list[Any]] = {name: [] for name in RESULT_SCHEMA.names}
+        for window, keys, texts, cut in zip(
+            batch.column("window").to_pylist(),
+            batch.column("keys").to_pylist(),
+            batch.column("texts").to_pylist(),
+            batch.column("cut").to_pylist(),
+            strict=True,
+        ):
+            vectors, errors, lengths, batches = self.embed_window(texts, cut)
+            columns["window"].append(window)
+            columns["keys"].append(keys)
+            columns["vectors"].append(vectors.tobytes())
+            columns["errors"].append(errors)
+            columns["lengths"].append(lengths)
+            columns["batches"].append(batches)
+            columns["version"].append(spec.version)
+        return pa.table(columns, schema=RESULT_SCHEMA)
+
+    def embed_window(
+        self, texts: list[str], cut: list[bool]
+    ) -> tuple[NDArray[np.float32], list[str], list[int], int]:
+        """Vectors (zeros where a text failed), errors, token counts and batch count of one
+        window's texts, batched as the local engine batches them."""
+        embedder = self.embedder
+        dim, limit = embedder.spec.dim, embedder.spec.max_tokens
+        vectors = np.zeros((len(texts), dim), dtype=np.float32)
+        if not texts:
+            return vectors, [], [], 0
+        over = limit + 1
+        lengths = [
+            max(n, over) if was_cut else n
+            for n, was_cut in zip(embedder.count_tokens(texts), cut, strict=True)
+        ]
+        batches = plan_batches(
+            len(texts),
+            [min(n, limit) for n in lengths],
+            self.batch_tokens,
+            self.max_batch_rows,
+            1,
+        )
+        errors = [""] * len(texts)
+        hint = f"lower --batch-tokens (now {self.batch_tokens or 'none'})"
+        for indices in batches:
+            matrix, failed = embed_with_retry(
+                embedder, [texts[i] for i in indices], budget_hint=hint
+            )
+            vectors[np.asarray(indices)] = matrix
+            for j, error in failed.items():
+                errors[indices[j]] = error
+        return vectors, errors, lengths, len(batches)
+
+
+def _pull(batch: pa.Table, queue: Any) -> Iterator[pa.Table]:
+    """The dataset's source (a Ray task): the driver's windows, one at a time, until ``None``."""
+    while True:
+        item = queue.get()
+        if item is None:
+            return
+        yield ray.get(item[0])
+
+
+@dataclass
+class _Pending:
+    """A window sent to Ray: its rows, and the vectors it found in the run's cache."""
+
+    rows: list[CleanRow]
+    cached: dict[str, NDArray[np.float32]]
+
+
+class _Feed:
+    """Puts the driver's windows into the object store and their references into a bounded
+    Ray queue, from a thread of its own; ``None`` ends the stream. A reader error ends the
+    stream too and is kept in ``error`` for the driver to raise once the rows before it are
+    stored (as the local engine does)."""
+
+    def __init__(self, windows: Iterator[pa.Table], depth: int) -> None:
+        self.queue = Queue(maxsize=max(1, depth), actor_options={"num_cpus": 0})
+        self.error: BaseException | None = None
+        self._windows = windows
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="embedops-ray-feed", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.2)
+                return True
+            except Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for table in self._windows:
+                # In a tuple: a reference passed bare to the queue actor would be resolved.
+                if not self._put((ray.put(table),)):
+                    return
+        except BaseException as exc:  # raised by the driver after the stream ends
+            self.error = exc
+        finally:
+            self._put(None)
+            close = getattr(self._windows, "close", None)
+            if close is not None:
+                close()
+
+    def stop(self) -> None:
+        """Stop the thread (at its next window) and end the queue's actor."""
+        self._stop.set()
+        self._thread.join(timeout=60)
+        if self._thread.is_alive():
+            logger.warning("the Ray feed thread did not stop within 60 s")
+        try:
+            self.queue.shutdown(force=True)
+        except Exception:  # Ray already shut down: nothing left to end
+            logger.debug("the feed queue was already gone", exc_info=True)
+
+
+class RayRun:
+    """A ``pipeline.Run`` executed on Ray Data. Use ``execute()`` once.
+
+    Args:
+        run: the run as the processor built it (source, cleaner, writer, quarantine, report,
+            options, progress, the driver's embedder for the model spec, the vector cache).
+        model: model alias, directory or cached id, loaded again in each actor.
+        backend: backend name.
+        cache_dir: artefact cache of each worker.
+        threads: inference threads (and CPUs) per actor; default 1.
+        actors: actors in the pool; default: the cluster's CPUs / ``threads``.
+        cpus: CPUs of a local Ray started here; default: this machine's cores.
+    """
+
+    def __init__(
+        self,
+        run: Run,
+        *,
+        model: str,
+        backend: str,
+        cache_dir: Path,
+        threads: int | None = None,
+        actors: int | None = None,
+        cpus: int | None = None,
+    ) -> None:
+        self.run = run
+        self.model = model
+        self.backend = backend
+        self.cache_dir = cache_dir
+        self.threads = threads or 1
+        self.actors = actors
+        self.cpus = cpus
+        self._lock = threading.Lock()
+        self._pending: dict[int, _Pending] = {}
+        self._stored: dict[str, str] = {}
+        self._position = 0
+
+    def execute(self) -> RunReport:
+        """Run; the report's status says how it ended (as ``Run.execute``)."""
+        started = time.perf_counter()
+        report = self.run.report
+        try:
+            self._execute()
+        except KeyboardInterrupt:
+            report.status = "interrupted"
+            raise
+        except BaseException:
+            report.status = "failed"
+            raise
+        else:
+            report.status = "finished"
+        finally:
+            self._summarise()
+            report.seconds = round(time.perf_counter() - started, 3)
+            report.rows_per_second = (
+                round(report.read / report.seconds, 1) if report.seconds else 0.0
+            )
+        return report
+
+    def _execute(self) -> None:
+        run = self.run
+        with run.writer.lock():
+            self._stored = run.writer.hashes()
+            if run.progress:
+                run.progress.start(run.source.total, run.source.unit)
+            try:
+                with ray_session(self.cpus) as started:
+                    self._stream(restarts=not started)
+            finally:
+                run.quarantine.close()
+                if run.progress:
+                    run.progress.stop()
+
+    def _stream(self, *, restarts: bool) -> None:
+        writer = self.run.writer
+        feed = _Feed(self._windows(), self.run.options.prefetch)
+        results: Iterator[pa.Table] | None = None
+        try:
+            results = iter(
+                self._dataset(feed.queue, restarts=restarts).iter_batches(
+                    batch_size=None, batch_format="pyarrow", prefetch_batches=1
+                )
+            )
+            for batch in results:
+                for row in batch.to_pylist():
+                    self._store(row)
+                self._tick()
+            if feed.error is not None:
+                raise feed.error
+            writer.flush()
+        except BaseException as exc:
+            # Keep the rows embedded before the failure (a re-run skips them), as Run does.
+            with deferred_signals("saving the rows embedded so far", redeliver=False):
+                try:
+                    writer.flush()
+                except Exception:
+                    logger.exception("could not store the rows embedded before the failure")
+            cause = _embedops_cause(exc)
+            if cause is not None and cause is not exc:
+                raise cause from None
+            raise
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
+            feed.stop()
+
+    def _dataset(self, queue: Any, *, restarts: bool) -> Any:
+        """The streaming dataset: the feed, then embedding on the actor pool. ``restarts``:
+        Ray restarts an actor that dies (a lost node of a cluster); a local Ray started here
+        has no other node to restart it on, and Ray logs an error line for every actor that
+        may restart with its arguments in the object store, so it does not."""
+        extra: dict[str, Any] = {} if restarts else {"max_restarts": 0}
+        run = self.run
+        resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+        actors = self.actors or max(1, int(resources.get("CPU", 1)) // self.threads)
+        dataset = ray.data.from_items([{"feed": 0}]).map_batches(
+            cast(Any, _pull),  # a generator of tables: Ray Data takes it, its hints do not
+            fn_kwargs={"queue": queue},
+            batch_size=None,
+            batch_format="pyarrow",
+            num_cpus=0,  # it only passes windows on; the CPUs go to the actors
+        )
+        dataset = dataset.map_batches(
+            EmbedActor,
+            fn_constructor_kwargs={
+                "model": self.model,
+                "backend": self.backend,
+                "cache_dir": str(self.cache_dir),
+                "threads": self.threads,
+                "batch_tokens": run.options.batch_tokens,
+                "max_batch_rows": run.options.max_batch_rows,
+            },
+            batch_size=1,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=self.threads,
+            **extra,
+        )
+        context = dataset.context
+        context.target_max_block_size = 1  # every window a block of its own (module doc)
+        context.enable_progress_bars = False
+        context.execution_options.preserve_order = True  # commits in input order
+        logger.info("Ray Data: %d embedding actors, %d thread(s) each", actors, self.threads)
+        return dataset
+
+    def _row_windows(self) -> Iterator[list[CleanRow]]:
+        """Read, clean, drop unchanged rows; rows to embed, ``sort_window`` at a time (the
+        local engine's reading stage, on the same source and cleaner)."""
+        run = self.run
+        report = run.report
+        rows: list[CleanRow] = []
+        for batch in run.source.batches():
+            report.read += batch.num_rows
+            good, bad = run.cleaner.clean(batch)
+            self._quarantine(bad)
+            for row in good:
+                if self._stored.get(row.id) == row.content_hash:
+                    report.unchanged += 1
+                else:
+                    rows.append(row)
+            self._position = batch.position
+            if len(rows) >= run.options.sort_window:
+                yield rows
+                rows = []
+            self._tick()
+        if rows:
+            yield rows
+
+    def _windows(self) -> Iterator[pa.Table]:
+        """Each window as one row: the distinct texts not in the run's cache."""
+        cache = self.run.cache
+        for number, rows in enumerate(self._row_windows()):
+            texts: dict[str, str] = {}
+            cut: dict[str, bool] = {}
+            for row in rows:
+                texts[row.content_hash] = row.text
+                cut[row.content_hash] = cut.get(row.content_hash, False) or row.cut
+            cached: dict[str, NDArray[np.float32]] = {}
+            todo: list[str] = []
+            with self._lock:
+                for key in texts:
+                    vector = cache.get(key)
+                    if vector is None:
+                        todo.append(key)
+                    else:
+                        cached[key] = vector
+                self._pending[number] = _Pending(rows, cached)
+            yield pa.table(
+                {
+                    "window": [number],
+                    "keys": [todo],
+                    "texts": [[texts[k] for k in todo]],
+                    "cut": [[cut[k] for k in todo]],
+                },
+                schema=WINDOW_SCHEMA,
+            )
+
+    def _store(self, result: dict[str, Any]) -> None:
+        """Write one window's rows with their vectors; quarantine the texts that failed."""
+        run = self.run
+        report = run.report
+        spec = run.embedder.spec
+        if result["version"] != spec.version:
+            raise ModelError(
+                f"a Ray worker loaded model version {result['version']}, this process "
+                f"{spec.version}; give every node the same model files and versions"
+            )
+        with self._lock:
+            pending = self._pending.pop(result["window"])
+        keys: list[str] = result["keys"]
+        fresh = np.frombuffer(result["vectors"], dtype=np.float32).reshape(len(keys), spec.dim)
+        failed = {k: e for k, e in zip(keys, result["errors"], strict=True) if e}
+        report.truncated += sum(n > spec.max_tokens for n in result["lengths"])
+        report.batches += result["batches"]
+        real = [e for e in failed.values() if e != ZERO_VECTOR]  # zero vectors: the texts
+        if len(real) == len(keys) > 1:
+            raise ModelError(f"the model failed on every text of a batch ({real[0]})")
+        good = [i for i, key in enumerate(keys) if key not in failed]
+        with self._lock:
+            run.cache.put([keys[i] for i in good], fresh[good])
+        all_keys = [*keys, *pending.cached]
+        matrix = (
+            np.concatenate([fresh, np.stack(list(pending.cached.values()))])
+            if pending.cached
+            else fresh
+        )
+        position = dict(zip(all_keys, range(len(all_keys)), strict=True))
+        rows = pending.rows
+        keep = rows
+        if failed:
+            keep = [row for row in rows if row.content_hash not in failed]
+            self._quarantine(
+                [
+                    QuarantineRecord(
+                        row.row,
+                        row.id,
+                        Reason.EMBED_FAILED,
+                        failed[row.content_hash],
+                        {"id": row.id, "text": row.text},
+                    )
+                    for row in rows
+                    if row.content_hash in failed
+                ]
+            )
+        report.cache_hits += len(keep) - (len(keys) - len(failed))
+        if not keep:
+            return
+        ids = [r.id for r in keep]
+        hashes = [r.content_hash for r in keep]
+        stored = self._stored
+        run.writer.write(
+            ids=ids,
+            vectors=matrix[[position[h] for h in hashes]],
+            texts=[r.text for r in keep],
+            hashes=hashes,
+            metadata={name: [r.metadata[name] for r in keep] for name in run.cleaner.spec.keep},
+            replace={i for i in ids if i in stored},
+        )
+        stored.update(zip(ids, hashes, strict=True))
+        report.embedded += len(keep)
+
+    def _quarantine(self, records: list[QuarantineRecord]) -> None:
+        # Called from the feed thread (bad input) and the driver's thread (embed failures).
+        with self._lock:
+            self.run.quarantine.write(records)
+            self.run.report.quarantined += len(records)
+
+    def _tick(self) -> None:
+        progress = self.run.progress
+        if not progress:
+            return
+        r = self.run.report
+        done = r.embedded + r.unchanged + r.quarantined
+        progress.update(int(self._position * done / r.read) if r.read else 0, done)
+
+    def _summarise(self) -> None:
+        """Fill the report's totals (also after a failure), as ``Run`` does."""
+        run = self.run
+        report = run.report
+        stats = run.cleaner.stats
+        report.cleaned = {
+            "markup": stats.markup,
+            "control_chars": stats.control_chars,
+            "normalized": stats.normalized,
+        }
+        report.reasons = dict(sorted(run.quarantine.reasons.items()))
+        report.quarantine_path = str(run.quarantine.path) if run.quarantine.count else None
+        report.stored = run.writer.committed
+
+
+@contextmanager
+def ray_session(cpus: int | None = None) -> Iterator[bool]:
+    """Ray for one run: the one already initialised in this process, else the cluster at
+    ``RAY_ADDRESS``, else a local Ray with ``cpus`` CPUs (default: all cores), shut down at
+    the end. Quiet: Ray's loggers at WARNING (Ray Data's at ERROR), workers' output not copied
+    here, no dashboard. Yields whether a local Ray was started here.
+
+    Raises:
+        ConfigError: Ray cannot be started or the cluster cannot be reached.
+    """
+    if ray.is_initialized():
+        _quiet()
+        yield False
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    try:
+        if address:
+            env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
+            ray.init(
+                address=address,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+                runtime_env={"env_vars": env} if env else None,
+            )
+        else:
+            ray.init(
+                num_cpus=cpus or os.cpu_count() or 1,
+                include_dashboard=False,
+                logging_level=logging.ERROR,
+                log_to_driver=False,
+            )
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "a local Ray"
+        raise ConfigError(f"cannot start or reach {where} ({exc})") from exc
+    _quiet()
+    try:
+        yield not address
+    finally:
+        ray.shutdown()
+
+
+def _quiet() -> None:
+    for name in _RAY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Ray Data warns at every run that progress bars are off (we turn them off).
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+
+
+def _embedops_cause(exc: BaseException) -> EmbedopsError | None:
+    """The embedops error behind a Ray error (an actor's ``MemoryPressure``, ``ModelError``,
+    ``ModelLoadError``), so that the CLI shows its message and exit code."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        nested = getattr(current, "cause", None)  # a RayTaskError's original error
+        if isinstance(nested, BaseException):
+            current = nested
+            continue
+        if isinstance(current, EmbedopsError):
+            return current
+        current = current.__cause__
+    return None
