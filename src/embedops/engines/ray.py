@@ -313,20 +313,20 @@ class RayRun:
             if run.progress:
                 run.progress.start(run.source.total, run.source.unit)
             try:
-                with ray_session(self.cpus) as started:
-                    self._stream(restarts=not started)
+                with ray_session(self.cpus):
+                    self._stream()
             finally:
                 run.quarantine.close()
                 if run.progress:
                     run.progress.stop()
 
-    def _stream(self, *, restarts: bool) -> None:
+    def _stream(self) -> None:
         writer = self.run.writer
         feed = _Feed(self._windows(), self.run.options.prefetch)
         results: Iterator[pa.Table] | None = None
         try:
             results = iter(
-                self._dataset(feed.queue, restarts=restarts).iter_batches(
+                self._dataset(feed.queue).iter_batches(
                     batch_size=None, batch_format="pyarrow", prefetch_batches=1
                 )
             )
@@ -354,12 +354,8 @@ class RayRun:
                 close()
             feed.stop()
 
-    def _dataset(self, queue: Any, *, restarts: bool) -> Any:
-        """The streaming dataset: the feed, then embedding on the actor pool. ``restarts``:
-        Ray restarts an actor that dies (a lost node of a cluster); a local Ray started here
-        has no other node to restart it on, and Ray logs an error line for every actor that
-        may restart with its arguments in the object store, so it does not."""
-        extra: dict[str, Any] = {} if restarts else {"max_restarts": 0}
+    def _dataset(self, queue: Any) -> Any:
+        """The streaming dataset: the feed, then embedding on the actor pool."""
         run = self.run
         resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
         actors = self.actors or max(1, int(resources.get("CPU", 1)) // self.threads)
@@ -384,7 +380,6 @@ class RayRun:
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=self.threads,
-            **extra,
         )
         context = dataset.context
         context.target_max_block_size = 1  # every window a block of its own (module doc)
@@ -539,42 +534,48 @@ class RayRun:
 
 
 @contextmanager
-def ray_session(cpus: int | None = None) -> Iterator[bool]:
+def ray_session(cpus: int | None = None) -> Iterator[None]:
     """Ray for one run: the one already initialised in this process, else the cluster at
     ``RAY_ADDRESS``, else a local Ray with ``cpus`` CPUs (default: all cores), shut down at
     the end. Quiet: Ray's loggers at WARNING (Ray Data's at ERROR), workers' output not copied
-    here, no dashboard. Yields whether a local Ray was started here.
+    here, no dashboard.
 
     Raises:
         ConfigError: Ray cannot be started or the cluster cannot be reached.
     """
     if ray.is_initialized():
         _quiet()
-        yield False
+        yield
         return
     address = os.environ.get("RAY_ADDRESS")
     try:
-        if address:
-            env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
-            ray.init(
-                address=address,
-                logging_level=logging.WARNING,
-                log_to_driver=False,
-                runtime_env={"env_vars": env} if env else None,
+        with warnings.catch_warnings():
+            # Ray starts its processes with fork and exec; LanceDB (loaded by the writer) warns
+            # about forks, which concern a child that runs Python, not one that execs at once.
+            warnings.filterwarnings(
+                "ignore", message="lancedb fork support", category=RuntimeWarning
             )
-        else:
-            ray.init(
-                num_cpus=cpus or os.cpu_count() or 1,
-                include_dashboard=False,
-                logging_level=logging.ERROR,
-                log_to_driver=False,
-            )
+            if address:
+                env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
+                ray.init(
+                    address=address,
+                    logging_level=logging.WARNING,
+                    log_to_driver=False,
+                    runtime_env={"env_vars": env} if env else None,
+                )
+            else:
+                ray.init(
+                    num_cpus=cpus or os.cpu_count() or 1,
+                    include_dashboard=False,
+                    logging_level=logging.ERROR,
+                    log_to_driver=False,
+                )
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "a local Ray"
         raise ConfigError(f"cannot start or reach {where} ({exc})") from exc
     _quiet()
     try:
-        yield not address
+        yield
     finally:
         ray.shutdown()
 
