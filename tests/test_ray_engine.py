@@ -16,16 +16,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from embedops import EmbeddingProcessor, RunReport, Settings
+from embedops import ConfigError, EmbeddingProcessor, ModelError, RunReport, Settings
 from tests.conftest import shared_file
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
-pytestmark = [
-    pytest.mark.integration,
-    # Ray Data sizes the actor pool against its one input, the feed (see engines.ray).
-    pytest.mark.filterwarnings("ignore:The minimum number of concurrent actors"),
-]
+# Ray Data sizes the actor pool against its one input, the feed (see engines.ray).
+pytestmark = pytest.mark.filterwarnings("ignore:The minimum number of concurrent actors")
 
 COLLECTION = "news"
 # Small windows and reads: many windows stream through Ray, and bad rows fall in several.
@@ -104,6 +101,7 @@ def _counts(report: RunReport) -> dict[str, Any]:
     return {k: getattr(report, k) for k in keys}
 
 
+@pytest.mark.integration
 def test_cli_starts_its_own_ray(tmp_path: Path) -> None:
     """``embedops embed --engine ray`` starts a local Ray, embeds, and shuts Ray down."""
     from typer.testing import CliRunner
@@ -141,6 +139,7 @@ def test_cli_starts_its_own_ray(tmp_path: Path) -> None:
     assert not ray.is_initialized()
 
 
+@pytest.mark.integration
 def test_ray_engine_gives_the_local_table(tmp_path: Path, local_ray: None) -> None:
     source = _messy_csv(tmp_path / "news.csv", shared_file("ag_news_test.csv"))
     local = _embed(tmp_path / "local", source, "local")
@@ -168,3 +167,29 @@ def test_ray_engine_gives_the_local_table(tmp_path: Path, local_ray: None) -> No
     again = _embed(tmp_path / "local", source, "ray")
     assert (again.embedded, again.unchanged) == (0, local.embedded)
     assert again.quarantined == local.quarantined
+
+
+def test_engine_is_checked_before_reading(tmp_path: Path, processor: EmbeddingProcessor) -> None:
+    """An unknown engine, or the ray engine with an injected embedder (each actor loads the
+    model itself), is a ConfigError before the source is opened."""
+    missing = tmp_path / "missing.csv"
+    with pytest.raises(ConfigError, match="unknown engine 'spark'"):
+        processor.process(missing, collection="c", text_field="t", engine="spark")
+    with pytest.raises(ConfigError, match="loads the model in each Ray actor"):
+        processor.process(missing, collection="c", text_field="t", engine="ray")
+
+
+def test_an_actors_embedops_error_reaches_the_caller() -> None:
+    """A ModelError raised in an actor arrives wrapped by Ray; the engine raises the original
+    (its message and exit code), not Ray's wrapper with a remote traceback."""
+    from ray.exceptions import RayTaskError
+
+    from embedops.engines.ray import _embedops_cause
+
+    original = ModelError("the model returned an array of shape (1,)")
+    wrapped = RayTaskError("EmbedActor.__call__", "Traceback ...", original)
+    try:
+        raise RuntimeError("Ray Data failed") from wrapped
+    except RuntimeError as outer:
+        assert _embedops_cause(outer) is original
+    assert _embedops_cause(RuntimeError("no embedops error")) is None
