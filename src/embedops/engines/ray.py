@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 import warnings
@@ -90,6 +91,8 @@ RESULT_SCHEMA = pa.schema(
 )
 # Loggers of Ray that report every dataset's start and plan at INFO.
 _RAY_LOGGERS = ("ray", "ray.util", "ray.train")
+# Signals whose Python handlers ray.init replaces.
+_KEPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Variables the workers of a cluster need as the driver has them.
 _FORWARDED_ENV = ("HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM")
 
@@ -313,16 +316,21 @@ class RayRun:
             if run.progress:
                 run.progress.start(run.source.total, run.source.unit)
             try:
-                with ray_session(self.cpus):
-                    self._stream()
+                # Ray starts only once a row needs embedding: a re-run that finds every row
+                # unchanged reads the file and stops, as the local engine does.
+                windows = self._windows()
+                first = next(windows, None)
+                if first is not None:
+                    with ray_session(self.cpus):
+                        self._stream(_prepend(first, windows))
             finally:
                 run.quarantine.close()
                 if run.progress:
                     run.progress.stop()
 
-    def _stream(self) -> None:
+    def _stream(self, windows: Iterator[pa.Table]) -> None:
         writer = self.run.writer
-        feed = _Feed(self._windows(), self.run.options.prefetch)
+        feed = _Feed(windows, self.run.options.prefetch)
         results: Iterator[pa.Table] | None = None
         try:
             results = iter(
@@ -503,6 +511,7 @@ class RayRun:
         )
         stored.update(zip(ids, hashes, strict=True))
         report.embedded += len(keep)
+        logger.debug("window %d: %d rows embedded", result["window"], len(keep))
 
     def _quarantine(self, records: list[QuarantineRecord]) -> None:
         # Called from the feed thread (bad input) and the driver's thread (embed failures).
@@ -533,6 +542,17 @@ class RayRun:
         report.stored = run.writer.committed
 
 
+def _prepend(first: pa.Table, rest: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """``first``, then ``rest``; closing this closes ``rest`` (the reader's generator)."""
+    try:
+        yield first
+        yield from rest
+    finally:
+        close = getattr(rest, "close", None)
+        if close is not None:
+            close()
+
+
 @contextmanager
 def ray_session(cpus: int | None = None) -> Iterator[None]:
     """Ray for one run: the one already initialised in this process, else the cluster at
@@ -548,6 +568,8 @@ def ray_session(cpus: int | None = None) -> Iterator[None]:
         yield
         return
     address = os.environ.get("RAY_ADDRESS")
+    main = threading.current_thread() is threading.main_thread()
+    handlers = {sig: signal.getsignal(sig) for sig in _KEPT_SIGNALS} if main else {}
     try:
         with warnings.catch_warnings():
             # Ray starts its processes with fork and exec; LanceDB (loaded by the writer) warns
@@ -573,6 +595,12 @@ def ray_session(cpus: int | None = None) -> Iterator[None]:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "a local Ray"
         raise ConfigError(f"cannot start or reach {where} ({exc})") from exc
+    finally:
+        # Ray's core installs its own SIGTERM handler (a stack dump, then exit 15): put back
+        # the caller's, so that SIGTERM stops a run as Ctrl-C does, saving what is embedded.
+        for sig, handler in handlers.items():
+            if handler is not None:
+                signal.signal(sig, handler)
     _quiet()
     try:
         yield
