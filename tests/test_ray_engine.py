@@ -102,41 +102,48 @@ def _counts(report: RunReport) -> dict[str, Any]:
 
 
 @pytest.mark.integration
-def test_cli_starts_its_own_ray(tmp_path: Path) -> None:
-    """``embedops embed --engine ray`` starts a local Ray, embeds, and shuts Ray down."""
+def test_cli_starts_its_own_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``embedops embed --engine ray`` starts a local Ray, embeds, and shuts Ray down; run
+    again, it finds every row unchanged and does not start Ray at all."""
     from typer.testing import CliRunner
 
     from embedops.cli import app
+    from embedops.engines import ray as engine
 
     news = shared_file("ag_news_test.csv")
     source = tmp_path / "news.csv"
     source.write_bytes(b"\n".join(news.read_bytes().splitlines()[:200]) + b"\n")
     assert not ray.is_initialized()
-    result = CliRunner().invoke(
-        app,
-        [
-            "embed",
-            str(source),
-            "--collection",
-            COLLECTION,
-            "--columns",
-            "label,title,description",
-            "--template",
-            "{title}. {description}",
-            "--store",
-            str(tmp_path / "store"),
-            "--backend",
-            "static",
-            "--engine",
-            "ray",
-            "--quiet",
-            "--json",
-        ],
-    )
+    args = [
+        "embed",
+        str(source),
+        "--collection",
+        COLLECTION,
+        "--columns",
+        "label,title,description",
+        "--template",
+        "{title}. {description}",
+        "--store",
+        str(tmp_path / "store"),
+        "--backend",
+        "static",
+        "--engine",
+        "ray",
+        "--quiet",
+        "--json",
+    ]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert (report["read"], report["embedded"], report["status"]) == (200, 200, "finished")
     assert not ray.is_initialized()
+
+    def no_ray(cpus: int | None = None) -> None:
+        raise AssertionError("Ray was started for a run with nothing to embed")
+
+    monkeypatch.setattr(engine, "ray_session", no_ray)
+    again = json.loads(CliRunner().invoke(app, args).stdout)
+    assert (again["embedded"], again["unchanged"], again["status"]) == (0, 200, "finished")
 
 
 @pytest.mark.integration
