@@ -338,7 +338,7 @@ class EmbeddingProcessor:
         if engine == "ray":  # the same stages on Ray Data (embedops.engines.ray)
             from embedops.engines.ray import RayRun
 
-            run = RayRun(  # type: ignore[assignment]
+            run = RayRun(
                 run,
                 model=self.model,
                 backend=self.backend,

@@ -2,12 +2,13 @@
 
 What runs where:
 
-- **driver** (the process that runs ``embedops embed --engine ray``): reads the source and
-  cleans it with the same ``sources.open_source`` and ``cleaning.Cleaner`` as the local engine,
-  so the quarantine is the same (duplicate ids across the whole file, line numbers, the CSV
-  quote checks: these need one sequential pass over the file, which a split read would lose);
-  skips rows stored with the same content hash; reuses vectors of texts embedded earlier in
-  the run; and writes through ``store.Writer`` (one writer per table, its lock, its commits).
+- **driver** (the process that runs ``embedops embed --engine ray``): ``RayRun`` is a
+  ``pipeline.Run``, and runs ``Run``'s own stages there: reading and cleaning with the same
+  ``sources.open_source`` and ``cleaning.Cleaner`` (so the quarantine is the same: duplicate
+  ids across the whole file, line numbers, the CSV quote checks, which need one sequential
+  pass over the file that a split read would lose), the lookup of what the table holds
+  (unchanged and metadata-only rows), the run's caches, and writing through ``store.Writer``
+  (one writer per table, its lock, its commits), the run log, metrics and report.
 - **Ray Data**: each window of rows to embed (``sort_window`` rows, its distinct texts only)
   is put into the object store and fed through a bounded queue into a dataset whose
   ``map_batches`` runs on an actor pool: one ``EmbedActor`` per model replica, built from the
@@ -32,7 +33,6 @@ import logging
 import os
 import signal
 import threading
-import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,10 +45,9 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from embedops.batching import plan_batches
-from embedops.cleaning import CleanRow, QuarantineRecord, Reason
 from embedops.embedding import ZERO_VECTOR, embed_with_retry
 from embedops.errors import ConfigError, EmbedopsError, ModelError
-from embedops.pipeline import Run, RunReport
+from embedops.pipeline import Pending, Run, Window
 from embedops.signals import deferred_signals
 
 try:
@@ -193,14 +192,6 @@ def _pull(batch: pa.Table, queue: Any) -> Iterator[pa.Table]:
         yield ray.get(item[0])
 
 
-@dataclass
-class _Pending:
-    """A window sent to Ray: its rows, and the vectors it found in the run's cache."""
-
-    rows: list[CleanRow]
-    cached: dict[str, NDArray[np.float32]]
-
-
 class _Feed:
     """Puts the driver's windows into the object store and their references into a bounded
     Ray queue, from a thread of its own; ``None`` ends the stream. A reader error ends the
@@ -250,12 +241,20 @@ class _Feed:
             logger.debug("the feed queue was already gone", exc_info=True)
 
 
-class RayRun:
-    """A ``pipeline.Run`` executed on Ray Data. Use ``execute()`` once.
+class RayRun(Run):
+    """A ``pipeline.Run`` whose embedding runs on Ray Data. Use ``execute()`` once.
+
+    It takes over the run the processor built (source, cleaner, writer, scratch, run log,
+    metrics, quarantine, report, options) and keeps every stage of ``Run`` but one: reading
+    and cleaning (``_row_windows``: the stored-state lookup, unchanged and metadata-only rows,
+    the bad-row budget), writing (``_flush``: the run's vector cache, the shared embedding
+    cache, metadata updates, quarantine of failed texts, inserts and replaces) and the report
+    are ``Run``'s own; ``_embed_unique`` answers from the window's Ray result instead of the
+    driver's model. A change feed (``feed``) is applied by ``Run`` itself, in the driver: its
+    segments are looked up one after another, with no windows to stream.
 
     Args:
-        run: the run as the processor built it (source, cleaner, writer, quarantine, report,
-            options, progress, the driver's embedder for the model spec, the vector cache).
+        run: the run as the processor built it (not to be used afterwards).
         model: model alias, directory or cached id, loaded again in each actor.
         backend: backend name.
         cache_dir: artefact cache of each worker.
@@ -275,46 +274,26 @@ class RayRun:
         actors: int | None = None,
         cpus: int | None = None,
     ) -> None:
-        self.run = run
+        vars(self).update(vars(run))  # Run's state as the processor built it
         self.model = model
         self.backend = backend
         self.cache_dir = cache_dir
         self.threads = threads or 1
         self.actors = actors
         self.cpus = cpus
-        self._lock = threading.Lock()
-        self._pending: dict[int, _Pending] = {}
-        self._stored: dict[str, str] = {}
-        self._position = 0
-
-    def execute(self) -> RunReport:
-        """Run; the report's status says how it ended (as ``Run.execute``)."""
-        started = time.perf_counter()
-        report = self.run.report
-        try:
-            self._execute()
-        except KeyboardInterrupt:
-            report.status = "interrupted"
-            raise
-        except BaseException:
-            report.status = "failed"
-            raise
-        else:
-            report.status = "finished"
-        finally:
-            self._summarise()
-            report.seconds = round(time.perf_counter() - started, 3)
-            report.rows_per_second = (
-                round(report.read / report.seconds, 1) if report.seconds else 0.0
-            )
-        return report
+        self._sent: dict[int, Pending] = {}
+        self._sent_lock = threading.Lock()
+        self._result: _WindowResult | None = None
 
     def _execute(self) -> None:
-        run = self.run
-        with run.writer.lock():
-            self._stored = run.writer.hashes()
-            if run.progress:
-                run.progress.start(run.source.total, run.source.unit)
+        if self.options.feed:
+            logger.info("a change feed is applied in order by the local engine")
+            super()._execute()
+            return
+        with self.writer.lock():
+            if self.progress:
+                self.progress.start(self.source.total, self.source.unit)
+            self._state = self.writer.state(self.scratch.folder("stored"))
             try:
                 # Ray starts only once a row needs embedding: a re-run that finds every row
                 # unchanged reads the file and stops, as the local engine does.
@@ -323,14 +302,17 @@ class RayRun:
                 if first is not None:
                     with ray_session(self.cpus):
                         self._stream(_prepend(first, windows))
+                self.writer.flush()
+                if self.options.delete_missing:
+                    self._delete_missing()  # under the writer's lock, after every write
             finally:
-                run.quarantine.close()
-                if run.progress:
-                    run.progress.stop()
+                self.quarantine.close()
+                if self.progress:
+                    self.progress.stop()
 
     def _stream(self, windows: Iterator[pa.Table]) -> None:
-        writer = self.run.writer
-        feed = _Feed(windows, self.run.options.prefetch)
+        writer = self.writer
+        feed = _Feed(windows, self.options.prefetch)
         results: Iterator[pa.Table] | None = None
         try:
             results = iter(
@@ -364,7 +346,6 @@ class RayRun:
 
     def _dataset(self, queue: Any) -> Any:
         """The streaming dataset: the feed, then embedding on the actor pool."""
-        run = self.run
         resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
         actors = self.actors or max(1, int(resources.get("CPU", 1)) // self.threads)
         dataset = ray.data.from_items([{"feed": 0}]).map_batches(
@@ -381,8 +362,8 @@ class RayRun:
                 "backend": self.backend,
                 "cache_dir": str(self.cache_dir),
                 "threads": self.threads,
-                "batch_tokens": run.options.batch_tokens,
-                "max_batch_rows": run.options.max_batch_rows,
+                "batch_tokens": self.options.batch_tokens,
+                "max_batch_rows": self.options.max_batch_rows,
             },
             batch_size=1,
             batch_format="pyarrow",
@@ -396,150 +377,89 @@ class RayRun:
         logger.info("Ray Data: %d embedding actors, %d thread(s) each", actors, self.threads)
         return dataset
 
-    def _row_windows(self) -> Iterator[list[CleanRow]]:
-        """Read, clean, drop unchanged rows; rows to embed, ``sort_window`` at a time (the
-        local engine's reading stage, on the same source and cleaner)."""
-        run = self.run
-        report = run.report
-        rows: list[CleanRow] = []
-        for batch in run.source.batches():
-            report.read += batch.num_rows
-            good, bad = run.cleaner.clean(batch)
-            self._quarantine(bad)
-            for row in good:
-                if self._stored.get(row.id) == row.content_hash:
-                    report.unchanged += 1
-                else:
-                    rows.append(row)
-            self._position = batch.position
-            if len(rows) >= run.options.sort_window:
-                yield rows
-                rows = []
-            self._tick()
-        if rows:
-            yield rows
-
     def _windows(self) -> Iterator[pa.Table]:
-        """Each window as one row: the distinct texts not in the run's cache."""
-        cache = self.run.cache
-        for number, rows in enumerate(self._row_windows()):
+        """Each window of ``Run._row_windows`` as one row: its distinct texts. All of them
+        go to the actors; ``_flush`` then takes what the run's caches hold from there, as in
+        the local engine (a text found there was embedded for nothing, never stored twice)."""
+        for number, pending in enumerate(self._row_windows()):
             texts: dict[str, str] = {}
             cut: dict[str, bool] = {}
-            for row in rows:
+            for row in pending.rows:
                 texts[row.content_hash] = row.text
                 cut[row.content_hash] = cut.get(row.content_hash, False) or row.cut
-            cached: dict[str, NDArray[np.float32]] = {}
-            todo: list[str] = []
-            with self._lock:
-                for key in texts:
-                    vector = cache.get(key)
-                    if vector is None:
-                        todo.append(key)
-                    else:
-                        cached[key] = vector
-                self._pending[number] = _Pending(rows, cached)
+            with self._sent_lock:
+                self._sent[number] = pending
             yield pa.table(
                 {
                     "window": [number],
-                    "keys": [todo],
-                    "texts": [[texts[k] for k in todo]],
-                    "cut": [[cut[k] for k in todo]],
+                    "keys": [list(texts)],
+                    "texts": [list(texts.values())],
+                    "cut": [list(cut.values())],
                 },
                 schema=WINDOW_SCHEMA,
             )
 
     def _store(self, result: dict[str, Any]) -> None:
-        """Write one window's rows with their vectors; quarantine the texts that failed."""
-        run = self.run
-        report = run.report
-        spec = run.embedder.spec
+        """Store one window with ``Run._flush``, its vectors taken from the Ray result."""
+        spec = self.embedder.spec
         if result["version"] != spec.version:
             raise ModelError(
                 f"a Ray worker loaded model version {result['version']}, this process "
                 f"{spec.version}; give every node the same model files and versions"
             )
-        with self._lock:
-            pending = self._pending.pop(result["window"])
+        with self._sent_lock:
+            pending = self._sent.pop(result["window"])
         keys: list[str] = result["keys"]
         fresh = np.frombuffer(result["vectors"], dtype=np.float32).reshape(len(keys), spec.dim)
-        failed = {k: e for k, e in zip(keys, result["errors"], strict=True) if e}
-        report.truncated += sum(n > spec.max_tokens for n in result["lengths"])
-        report.batches += result["batches"]
+        self._result = _WindowResult(
+            vectors=dict(zip(keys, fresh, strict=True)),
+            errors={k: e for k, e in zip(keys, result["errors"], strict=True) if e},
+            batches=result["batches"],
+        )
+        texts = {row.content_hash: row.text for row in pending.rows}
+        lengths = dict(zip(keys, result["lengths"], strict=True))
+        window = Window(
+            pending.rows, texts, lengths, frozenset(pending.stored), tuple(pending.metadata)
+        )
+        try:
+            self._flush(window)
+        finally:
+            self._result = None
+        logger.debug("window %d: %d rows", result["window"], len(pending))
+
+    def _embed_unique(
+        self, todo: dict[str, str], token_counts: dict[str, int]
+    ) -> tuple[NDArray[np.float32], dict[str, str]]:
+        """The vectors of ``todo`` from the window's Ray result (as ``Run._embed_unique``
+        returns them: zeros where a text failed, ``hash -> error``); the driver's model when
+        there is no Ray result (a change feed)."""
+        result = self._result
+        if result is None:
+            return super()._embed_unique(todo, token_counts)
+        spec = self.embedder.spec
+        if not todo:
+            return np.zeros((0, spec.dim), dtype=np.float32), {}
+        keys = list(todo)
+        vectors = np.stack([result.vectors[k] for k in keys]).astype(np.float32)
+        failed = {k: result.errors[k] for k in keys if k in result.errors}
+        self.report.truncated += sum(token_counts[k] > spec.max_tokens for k in keys)
+        self.report.batches += result.batches
+        result.batches = 0  # counted once per window
         real = [e for e in failed.values() if e != ZERO_VECTOR]  # zero vectors: the texts
         if len(real) == len(keys) > 1:
             raise ModelError(f"the model failed on every text of a batch ({real[0]})")
         good = [i for i, key in enumerate(keys) if key not in failed]
-        with self._lock:
-            run.cache.put([keys[i] for i in good], fresh[good])
-        all_keys = [*keys, *pending.cached]
-        matrix = (
-            np.concatenate([fresh, np.stack(list(pending.cached.values()))])
-            if pending.cached
-            else fresh
-        )
-        position = dict(zip(all_keys, range(len(all_keys)), strict=True))
-        rows = pending.rows
-        keep = rows
-        if failed:
-            keep = [row for row in rows if row.content_hash not in failed]
-            self._quarantine(
-                [
-                    QuarantineRecord(
-                        row.row,
-                        row.id,
-                        Reason.EMBED_FAILED,
-                        failed[row.content_hash],
-                        {"id": row.id, "text": row.text},
-                    )
-                    for row in rows
-                    if row.content_hash in failed
-                ]
-            )
-        report.cache_hits += len(keep) - (len(keys) - len(failed))
-        if not keep:
-            return
-        ids = [r.id for r in keep]
-        hashes = [r.content_hash for r in keep]
-        stored = self._stored
-        run.writer.write(
-            ids=ids,
-            vectors=matrix[[position[h] for h in hashes]],
-            texts=[r.text for r in keep],
-            hashes=hashes,
-            metadata={name: [r.metadata[name] for r in keep] for name in run.cleaner.spec.keep},
-            replace={i for i in ids if i in stored},
-        )
-        stored.update(zip(ids, hashes, strict=True))
-        report.embedded += len(keep)
-        logger.debug("window %d: %d rows embedded", result["window"], len(keep))
+        self.cache.put([keys[i] for i in good], vectors[good])
+        return vectors, failed
 
-    def _quarantine(self, records: list[QuarantineRecord]) -> None:
-        # Called from the feed thread (bad input) and the driver's thread (embed failures).
-        with self._lock:
-            self.run.quarantine.write(records)
-            self.run.report.quarantined += len(records)
 
-    def _tick(self) -> None:
-        progress = self.run.progress
-        if not progress:
-            return
-        r = self.run.report
-        done = r.embedded + r.unchanged + r.quarantined
-        progress.update(int(self._position * done / r.read) if r.read else 0, done)
+@dataclass
+class _WindowResult:
+    """What the actors returned for one window: vectors and errors by content hash."""
 
-    def _summarise(self) -> None:
-        """Fill the report's totals (also after a failure), as ``Run`` does."""
-        run = self.run
-        report = run.report
-        stats = run.cleaner.stats
-        report.cleaned = {
-            "markup": stats.markup,
-            "control_chars": stats.control_chars,
-            "normalized": stats.normalized,
-        }
-        report.reasons = dict(sorted(run.quarantine.reasons.items()))
-        report.quarantine_path = str(run.quarantine.path) if run.quarantine.count else None
-        report.stored = run.writer.committed
+    vectors: dict[str, NDArray[np.float32]]
+    errors: dict[str, str]
+    batches: int
 
 
 def _prepend(first: pa.Table, rest: Iterator[pa.Table]) -> Iterator[pa.Table]:
