@@ -97,7 +97,18 @@ def _quarantine(report: RunReport) -> list[tuple[int, str | None, str, str]]:
 
 
 def _counts(report: RunReport) -> dict[str, Any]:
-    keys = ("read", "embedded", "unchanged", "quarantined", "reasons", "cleaned", "truncated")
+    keys = (
+        "read",
+        "embedded",
+        "inserted",
+        "updated",
+        "metadata_updated",
+        "unchanged",
+        "quarantined",
+        "reasons",
+        "cleaned",
+        "truncated",
+    )
     return {k: getattr(report, k) for k in keys}
 
 
@@ -174,6 +185,24 @@ def test_ray_engine_gives_the_local_table(tmp_path: Path, local_ray: None) -> No
     again = _embed(tmp_path / "local", source, "ray")
     assert (again.embedded, again.unchanged) == (0, local.embedded)
     assert again.quarantined == local.quarantined
+
+    # A second version of the file: one text changed, one label changed (metadata only),
+    # one new row. Both engines update both stores alike.
+    lines = source.read_bytes().splitlines()
+    lines[1] = b'"n0","1","A new title","and a new description"'
+    item, label, rest = lines[2].split(b",", 2)
+    lines[2] = b",".join([item, b'"0"' if label != b'"0"' else b'"1"', rest])
+    lines.append(b'"new","2","One more","row"')
+    changed = tmp_path / "news2.csv"
+    changed.write_bytes(b"\n".join(lines) + b"\n")
+    local2 = _embed(tmp_path / "local", changed, "local")
+    remote2 = _embed(tmp_path / "ray", changed, "ray")
+    assert _counts(remote2) == _counts(local2)
+    assert (remote2.embedded, remote2.read - remote2.unchanged - remote2.quarantined) == (2, 3)
+    expected = _table(tmp_path / "local", local.model_version)
+    got = _table(tmp_path / "ray", remote.model_version)
+    assert sorted(got) == sorted(expected)
+    assert [got[i][1:] for i in sorted(got)] == [expected[i][1:] for i in sorted(got)]
 
 
 def test_engine_is_checked_before_reading(tmp_path: Path, processor: EmbeddingProcessor) -> None:
