@@ -235,6 +235,14 @@ def embed(
     backend: BackendOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     json_out: JsonOpt = False,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="local, or ray: embed on Ray Data (a local Ray, or the cluster at "
+            "RAY_ADDRESS; needs embedops[ray]) (env EMBEDOPS_ENGINE; default local).",
+        ),
+    ] = None,
 ) -> None:
     """Embed the records of a file into a collection (unchanged rows are skipped)."""
     from embedops.processor import EmbeddingProcessor
@@ -249,6 +257,7 @@ def embed(
             workers=workers,
             processes=processes,
             commit_rows=commit_every,
+            engine=engine,
         )
         with EmbeddingProcessor(settings=settings) as processor:
             started.append(processor)
