@@ -273,6 +273,9 @@ class EmbeddingProcessor:
             fmt=format,
             columns=list(columns) if columns else None,
             rows=self.settings.read_rows,
+            # A line that is no record is quarantined and the run goes on, unless ids are
+            # row numbers: skipping a line would renumber every row after it.
+            skip_malformed=id_field is not None,
         )
         if feed:  # delete lines carry the id alone: the text fields may come later
             FieldSpec(text_field=id_field, id_field=id_field).check(opened.fields, opened.path)

@@ -19,11 +19,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import mmap
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -77,6 +79,15 @@ _QUOTE_SCAN = 1 << 30
 _MAX_BLOCK = 1 << 28
 
 
+class Malformed(NamedTuple):
+    """A line that is no record (wrong number of fields, not a JSON object), skipped when
+    the source quarantines malformed rows (``skip_malformed``)."""
+
+    line: int | None  # 1-based line in the file (None: not known)
+    text: str  # the raw line
+    detail: str
+
+
 @dataclass(frozen=True)
 class SourceBatch:
     """Up to ``rows`` records of one input file.
@@ -86,12 +97,14 @@ class SourceBatch:
         first_row: 1-based number of the first record in the input (header not counted).
         encoding: how to turn cells into Python values (see ``values``).
         position: progress so far, in the source's ``unit`` (bytes or rows).
+        malformed: lines skipped since the batch before (see ``Malformed``).
     """
 
     records: pa.RecordBatch
     first_row: int
     encoding: CellEncoding
     position: int
+    malformed: tuple[Malformed, ...] = ()
 
     @property
     def num_rows(self) -> int:
@@ -180,6 +193,7 @@ def open_source(
     fmt: str | None = None,
     columns: list[str] | None = None,
     rows: int = 4096,
+    skip_malformed: bool = False,
 ) -> Source:
     """Open an input file for streaming.
 
@@ -188,6 +202,10 @@ def open_source(
         fmt: ``csv``, ``tsv``, ``jsonl`` or ``parquet``; guessed from the suffix when ``None``.
         columns: field names of a headerless CSV or TSV file.
         rows: records per batch.
+        skip_malformed: a line that is no record (wrong number of fields, invalid JSON) is
+            handed on in ``SourceBatch.malformed`` instead of failing the file. Records are
+            numbered as they come, so callers use this only when ids do not come from row
+            numbers.
 
     A CSV, TSV or JSONL file whose name ends in ``.gz``, ``.zst`` or ``.bz2`` is decompressed
     as it is read.
@@ -219,8 +237,8 @@ def open_source(
     if source_format is SourceFormat.PARQUET:
         return _open_parquet(p, rows)
     if source_format is SourceFormat.JSONL:
-        return _open_jsonl(p, rows)
-    return _open_delimited(p, source_format, columns, rows)
+        return _open_jsonl(p, rows, skip_malformed)
+    return _open_delimited(p, source_format, columns, rows, skip_malformed)
 
 
 def _check_compression(path: Path, fmt: SourceFormat) -> None:
@@ -459,7 +477,9 @@ def _duplicates(names: list[str]) -> list[str]:
     return sorted({n for n in names if names.count(n) > 1})
 
 
-def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, rows: int) -> Source:
+def _open_delimited(
+    path: Path, fmt: SourceFormat, columns: list[str] | None, rows: int, skip_malformed: bool
+) -> Source:
     delimiter = "," if fmt is SourceFormat.CSV else "\t"
     # TSV files are read without quoting (the IANA form); CSV files with RFC 4180 quotes.
     quote = fmt is SourceFormat.CSV
@@ -473,10 +493,20 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
         names = _read_header(path, delimiter, quote)
         skip = 1
     bad_rows: list[pacsv.InvalidRow] = []
+    skipped: list[Malformed] = []
+    finder = _LineFinder(path)
+    _quiet_undecodable_rows(path)
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
-        bad_rows.append(row)
-        return "error"
+        if not skip_malformed:
+            bad_rows.append(row)
+            return "error"
+        # pyarrow's number counts records, not lines (a quoted value may span lines).
+        found = finder.find(row.text)
+        line = found if found is not None else row.number
+        detail = f"expected {row.expected_columns} fields, found {row.actual_columns}"
+        skipped.append(Malformed(line, row.text, detail))
+        return "skip"
 
     # Rows are about 200 bytes; size blocks so one block is roughly one batch. A quoted
     # value must fit in one block: EMBEDOPS_READ_ROWS raises it (see explain).
@@ -532,7 +562,13 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
             return InvalidFormat(
                 f"{path}{where}: expected {row.expected_columns} fields, found "
                 f"{row.actual_columns} ({row.text[:80]!r}); quote values that contain "
-                f"{'commas' if quote else 'tabs'}, or fix the row"
+                f"{'commas' if quote else 'tabs'}, or fix the row (with --id-field, such rows "
+                "are quarantined and the run goes on)"
+            )
+        if _UNDECODABLE_ROW.pop(path, False):
+            return InvalidFormat(
+                f"{path}: not a readable {fmt.value.upper()} file ({_one_line(exc)}): a row with "
+                "the wrong number of fields holds bytes that are not UTF-8; fix or remove it"
             )
         return InvalidFormat(f"{path}: not a readable {fmt.value.upper()} file ({exc})")
 
@@ -556,6 +592,7 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
 
     def batches() -> Iterator[SourceBatch]:
         first = 1
+        block_type = pa.RecordBatch.from_pydict({n: pa.array([], pa.binary()) for n in names})
         try:
             while True:
                 try:
@@ -566,6 +603,11 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
                         raise unclosed(MERGED_ROWS, tracker.malformed_at) from None
                     if tracker is not None and tracker.unclosed:
                         raise unclosed(NEVER_CLOSED) from None
+                    if skipped:
+                        empty = block_type.slice(0, 0)
+                        yield SourceBatch(
+                            empty, first, CellEncoding.UTF8_BYTES, raw.position, tuple(skipped)
+                        )
                     return
                 except pa.ArrowInvalid as exc:
                     raise explain(exc) from exc
@@ -579,9 +621,11 @@ def _open_delimited(path: Path, fmt: SourceFormat, columns: list[str] | None, ro
                 if at_end and tracker is not None and tracker.unclosed:
                     # pyarrow read the rest of the file into that value, silently.
                     raise unclosed(NEVER_CLOSED)
-                for start in range(0, block.num_rows, rows):
+                block_type = block
+                for start in range(0, max(block.num_rows, 1 if skipped else 0), rows):
                     batch = block.slice(start, rows)
-                    yield SourceBatch(batch, first, CellEncoding.UTF8_BYTES, raw.position)
+                    bad, skipped[:] = tuple(skipped), []
+                    yield SourceBatch(batch, first, CellEncoding.UTF8_BYTES, raw.position, bad)
                     first += batch.num_rows
         finally:
             reader.close()
@@ -674,12 +718,12 @@ def _line_of(path: Path, offset: int) -> int:
     return line
 
 
-def _open_jsonl(path: Path, rows: int) -> Source:
+def _open_jsonl(path: Path, rows: int, skip_malformed: bool = False) -> Source:
     raw = _open_bytes(path)
     fh = io.BufferedReader(raw)
     # Progress: bytes of the file on disk (compressed: what was read; plain: what was parsed).
     tell = (lambda: raw.count) if _compression(path) else None
-    lines = _jsonl_batches(path, fh, rows, tell)
+    lines = _jsonl_batches(path, fh, rows, tell, skip_malformed)
     try:
         first = next(lines, None)
     except InvalidFormat:
@@ -699,8 +743,13 @@ def _open_jsonl(path: Path, rows: int) -> Source:
 
 
 def _jsonl_batches(
-    path: Path, fh: IO[bytes], rows: int, tell: Callable[[], int] | None = None
+    path: Path,
+    fh: IO[bytes],
+    rows: int,
+    tell: Callable[[], int] | None = None,
+    skip_malformed: bool = False,
 ) -> Iterator[SourceBatch]:
+    skipped: list[Malformed] = []
     records: list[dict[str, Any]] = []
     keys: dict[str, None] = {}
     first_row = 1
@@ -715,12 +764,20 @@ def _jsonl_batches(
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
+            if skip_malformed:
+                why = f"not valid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})"
+                skipped.append(Malformed(line_no, text.rstrip("\r\n"), why))
+                continue
             raise InvalidFormat(
                 f"{path} line {line_no}: not valid JSON ({exc.msg.removesuffix(' at')} at column "
                 f"{exc.colno}); "
                 "fix or remove the line"
             ) from exc
         if not isinstance(obj, dict):
+            if skip_malformed:
+                why = f"expected a JSON object, found {type(obj).__name__}"
+                skipped.append(Malformed(line_no, text.rstrip("\r\n"), why))
+                continue
             raise InvalidFormat(
                 f"{path} line {line_no}: expected a JSON object per line, found "
                 f"{type(obj).__name__}; write one object per line"
@@ -728,15 +785,19 @@ def _jsonl_batches(
         records.append(obj)
         keys.update(dict.fromkeys(obj))
         if len(records) == rows:
-            yield _json_batch(records, keys, first_row, position)
+            yield _json_batch(records, keys, first_row, position, tuple(skipped))
             first_row += len(records)
-            records, keys = [], {}
-    if records:
-        yield _json_batch(records, keys, first_row, position)
+            records, keys, skipped = [], {}, []
+    if records or skipped:
+        yield _json_batch(records, keys, first_row, position, tuple(skipped))
 
 
 def _json_batch(
-    records: list[dict[str, Any]], keys: dict[str, None], first_row: int, position: int
+    records: list[dict[str, Any]],
+    keys: dict[str, None],
+    first_row: int,
+    position: int,
+    malformed: tuple[Malformed, ...] = (),
 ) -> SourceBatch:
     columns = {
         key: pa.array([json.dumps(r[key]) if key in r else None for r in records], type=pa.string())
@@ -747,4 +808,50 @@ def _json_batch(
         if columns
         else pa.RecordBatch.from_pydict({"__empty__": pa.nulls(len(records))})
     )
-    return SourceBatch(batch, first_row, CellEncoding.JSON, position)
+    return SourceBatch(batch, first_row, CellEncoding.JSON, position, malformed)
+
+
+# Files whose reader met a malformed row that pyarrow could not decode to show it (see
+# ``_quiet_undecodable_rows``).
+_UNDECODABLE_ROW: dict[Path, bool] = {}
+
+
+def _quiet_undecodable_rows(path: Path) -> None:
+    """pyarrow decodes a malformed row's text as UTF-8 before calling the row handler; when
+    that fails it prints "Exception ignored ... UnicodeDecodeError" with a traceback and stops
+    with a parse error. The hook below keeps that traceback off stderr (the parse error that
+    follows says what happened) and passes every other unraisable exception on."""
+    default = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        where = getattr(unraisable.object, "__qualname__", "")
+        if isinstance(unraisable.exc_value, UnicodeDecodeError) and "on_invalid" in where:
+            _UNDECODABLE_ROW[path] = True
+            return
+        default(unraisable)
+
+    sys.unraisablehook = hook
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+class _LineFinder:
+    """Finds the line of a row's raw text in a plain file, searching on from the last one
+    found (pyarrow does not number rows when values may span lines)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._from = 0
+
+    def find(self, text: str) -> int | None:
+        if _compression(self._path) is not None:
+            return None
+        needle = text.encode("utf-8", "surrogateescape")
+        with self._path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            at = m.find(needle, self._from)
+        if at < 0:
+            return None
+        self._from = at + len(needle)
+        return _line_of(self._path, at)
