@@ -12,7 +12,7 @@ setup:  ## fresh .venv with the pinned dependencies (torch first: the CPU wheel)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,ray]'
 	# model2vec's distill extra pins transformers<5.4; skeletoken works with the pinned 5.24.
 	$(PY) -m pip install --quiet --no-deps -c constraints.txt skeletoken
 

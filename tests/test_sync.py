@@ -213,3 +213,34 @@ def test_a_bad_row_budget_stops_the_run_and_keeps_what_was_stored(tmp_path: Path
         with pytest.raises(ConfigError, match="a number of rows or a percentage"):
             p.process(src, collection="c", id_field="id", text_field="text",
                       max_quarantined="lots")  # fmt: skip
+
+
+def test_malformed_rows_are_quarantined_and_the_run_goes_on(tmp_path: Path, capfd: Any) -> None:
+    import pytest
+
+    from embedops.errors import InvalidFormat
+
+    csv_file = tmp_path / "m.csv"
+    csv_file.write_text('id,text\n1,hello\n2,too,many,fields\n3,"a quoted\nvalue"\n4,x,y\n5,ok\n')
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_text('{"id": "1", "text": "a"}\nnot json\n[1, 2]\n{"id": "2", "text": "b"}\n')
+    with EmbeddingProcessor(store=tmp_path / "s", embedder=FakeEmbedder()) as p:
+        report = p.process(csv_file, collection="c", id_field="id", text_field="text")
+        _adds_up(report)
+        assert (report.read, report.inserted, report.reasons) == (5, 3, {"malformed_row": 2})
+        lines = [json.loads(x) for x in Path(str(report.quarantine_path)).read_text().splitlines()]
+        assert [(q["row"], q["values"]["raw"]) for q in lines] == [
+            (3, "2,too,many,fields"),
+            (6, "4,x,y"),  # line 6: the quoted value above spans two lines
+        ]
+        report = p.process(jsonl, collection="j", id_field="id", text_field="text")
+        _adds_up(report)
+        assert (report.inserted, report.quarantined) == (2, 2)
+        # Without an id field, ids are row numbers: a skipped line would renumber the rest.
+        with pytest.raises(InvalidFormat, match="with --id-field, such rows are quarantined"):
+            p.process(csv_file, collection="n", text_field="text")
+        undecodable = tmp_path / "u.csv"
+        undecodable.write_bytes(b"id,text\n1,ok\n2,bad\xff,x\n")
+        with pytest.raises(InvalidFormat, match="holds bytes that are not UTF-8"):
+            p.process(undecodable, collection="u", id_field="id", text_field="text")
+    assert "Traceback" not in capfd.readouterr().err

@@ -46,6 +46,7 @@ class Reason(StrEnum):
     INVALID_UTF8 = "invalid_utf8"
     EMBED_FAILED = "embed_failed"
     INVALID_OP = "invalid_op"
+    MALFORMED_ROW = "malformed_row"
 
 
 # The field of a change feed's lines that says what to do with the id (``--feed``).

@@ -145,8 +145,12 @@ def _main(
     configure_logging("DEBUG" if debug else level, log_json)
 
 
-def _split(value: str | None) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+def _split(value: str | None, *, keep_empty: bool = False) -> list[str]:
+    """``a, b,c`` -> ``["a", "b", "c"]``; empty items are dropped unless ``keep_empty`` (for
+    ``--columns``, where ``a,,c`` is a mistake that the reader refuses)."""
+    if not value:
+        return []
+    return [v.strip() for v in value.split(",") if keep_empty or v.strip()]
 
 
 @app.command()
@@ -231,6 +235,14 @@ def embed(
     backend: BackendOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     json_out: JsonOpt = False,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="local, or ray: embed on Ray Data (a local Ray, or the cluster at "
+            "RAY_ADDRESS; needs embedops[ray]) (env EMBEDOPS_ENGINE; default local).",
+        ),
+    ] = None,
 ) -> None:
     """Embed the records of a file into a collection (unchanged rows are skipped)."""
     from embedops.processor import EmbeddingProcessor
@@ -245,6 +257,7 @@ def embed(
             workers=workers,
             processes=processes,
             commit_rows=commit_every,
+            engine=engine,
         )
         with EmbeddingProcessor(settings=settings) as processor:
             started.append(processor)
@@ -255,7 +268,7 @@ def embed(
                 template=template,
                 id_field=id_field,
                 keep=_split(keep),
-                columns=_split(columns) or None,
+                columns=_split(columns, keep_empty=True) or None,
                 format=format,
                 normalize=normalize,
                 strip_markup=strip_markup,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -108,6 +109,11 @@ class Settings(BaseSettings):
         ge=0,
         le=10_000_000,
         description="Vectors kept to reuse for identical texts in a run.",
+    )
+    engine: Literal["local", "ray"] = Field(
+        default="local",
+        description="Where the stages run: 'local' (this process) or 'ray' (Ray Data: a local "
+        "Ray, or the cluster at RAY_ADDRESS; needs the 'ray' extra).",
     )
 
     # --- The embedding service (``embedops serve``; see ``embedops.service``) ---

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from embedops.monitoring.job import JobMetrics
     from embedops.runlog import RunLog
 from embedops.signals import deferred_signals
-from embedops.sources import Source
+from embedops.sources import Source, SourceBatch
 from embedops.state import IdSet, Scratch, StoredState, hash64, hex64
 from embedops.store import Writer
 
@@ -501,8 +501,7 @@ class Run:
         assert self._state is not None
         for batch in self.source.batches():
             report.read += batch.num_rows
-            good, bad = self.cleaner.clean(batch)
-            self._quarantine(bad)
+            good = self._clean(batch)
             if good:
                 stored, content, meta = self._state.lookup(hash64([r.id for r in good]))
                 mine = hex64([r.content_hash for r in good])
@@ -534,8 +533,7 @@ class Run:
         keep = self.cleaner.spec.keep
         for batch in self.source.batches():
             report.read += batch.num_rows
-            good, bad = self.cleaner.clean(batch)
-            self._quarantine(bad)
+            good = self._clean(batch)
             self._position = batch.position
             for segment in _segments(good):
                 self.writer.flush()
@@ -561,6 +559,25 @@ class Run:
                 self.writer.delete(deletes)
                 report.deleted += len(deletes)
                 self._tick()
+
+    def _clean(self, batch: SourceBatch) -> list[CleanRow]:
+        """Clean a batch and quarantine its bad rows, and the lines before it that were no
+        record at all (``malformed_row``, with their line and raw text)."""
+        good, bad = self.cleaner.clean(batch)
+        if batch.malformed:
+            self.report.read += len(batch.malformed)
+            bad = [
+                QuarantineRecord(
+                    m.line or 0,
+                    None,
+                    Reason.MALFORMED_ROW,
+                    f"line {m.line if m.line is not None else '?'}: {m.detail}",
+                    {"line": m.line, "raw": m.text},
+                )
+                for m in batch.malformed
+            ] + bad
+        self._quarantine(bad)
+        return good
 
     def _delete_missing(self) -> None:
         """Delete the stored ids that the input did not hold (the input is a full snapshot).

@@ -26,6 +26,7 @@ from embedops.cleaning import (
 )
 from embedops.config import Settings, bounded_to_cores
 from embedops.embed_cache import EmbedCache
+from embedops.engines import check_engine
 from embedops.errors import CollectionNotFound, ConfigError, EmbedopsError
 from embedops.models.base import Embedder
 from embedops.models.loader import BACKENDS, backend_of, load_embedder
@@ -209,6 +210,7 @@ class EmbeddingProcessor:
         metrics_port: int | None = None,
         metrics_file: str | Path | None = None,
         max_quarantined: str | int | None = None,
+        engine: str | None = None,
     ) -> RunReport:
         """Embed the records of a file into ``collection``.
 
@@ -236,6 +238,8 @@ class EmbeddingProcessor:
             metrics_file: write them to this file (node-exporter's textfile collector).
             max_quarantined: stop with ``TooManyBadRows`` once more rows than this are
                 quarantined: a number, or a percentage of the rows read (``"0.5%"``).
+            engine: ``local`` (this process) or ``ray`` (Ray Data, see ``engines.ray``);
+                default: ``settings.engine``.
 
         Returns:
             The run report (``read == inserted + updated + metadata_updated + unchanged +
@@ -260,6 +264,9 @@ class EmbeddingProcessor:
             )
         if feed and id_field is None:
             raise ConfigError("a feed needs id_field: its lines name the ids they change")
+        engine = check_engine(engine or self.settings.engine)
+        if engine == "ray" and self._injected:
+            raise ConfigError("the ray engine loads the model in each Ray actor; give model=")
         spec = FieldSpec(
             text_field=text_field, template=template, id_field=id_field, keep=tuple(keep)
         )
@@ -268,6 +275,9 @@ class EmbeddingProcessor:
             fmt=format,
             columns=list(columns) if columns else None,
             rows=self.settings.read_rows,
+            # A line that is no record is quarantined and the run goes on, unless ids are
+            # row numbers: skipping a line would renumber every row after it.
+            skip_malformed=id_field is not None,
         )
         if feed:  # delete lines carry the id alone: the text fields may come later
             FieldSpec(text_field=id_field, id_field=id_field).check(opened.fields, opened.path)
@@ -330,6 +340,17 @@ class EmbeddingProcessor:
             ),
         )
         self.last_report = report
+        if engine == "ray":  # the same stages on Ray Data (embedops.engines.ray)
+            from embedops.engines.ray import RayRun
+
+            run = RayRun(
+                run,
+                model=self.model,
+                backend=self.backend,
+                cache_dir=self.settings.cache_dir,
+                threads=self.settings.threads,
+                actors=self.settings.workers,
+            )
         try:
             result = run.execute()
             self._publish(collection, writer, result)

