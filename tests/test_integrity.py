@@ -70,7 +70,7 @@ def test_a_late_bad_row_says_how_many_rows_were_stored(tmp_path: Path) -> None:
     settings = Settings(store=tmp_path / "s", read_rows=100, sort_window=1000)  # 64 KB blocks
     with EmbeddingProcessor(settings=settings, embedder=FakeEmbedder()) as p:
         with pytest.raises(InvalidFormat) as caught:
-            p.process(source, collection="c", id_field="id", text_field="title")
+            p.process(source, collection="c", text_field="title")  # ids: row numbers
         report = p.last_report
         assert report is not None and report.status == "failed"
         stored = p.store.collection("c", p.model_version).count()
@@ -78,7 +78,7 @@ def test_a_late_bad_row_says_how_many_rows_were_stored(tmp_path: Path) -> None:
         assert f"{stored:,} rows embedded before this were stored in 'c'" in str(caught.value)
         assert "run the same command again: it resumes" in str(caught.value)
         source.write_text("id,title\n" + good + "10000,fixed\n" + "10001,last one\n")
-        again = p.process(source, collection="c", id_field="id", text_field="title")
+        again = p.process(source, collection="c", text_field="title")
     assert (again.unchanged, again.embedded) == (stored, 10_002 - stored)
 
 
@@ -254,5 +254,5 @@ def test_a_json_error_reads_as_one_sentence(tmp_path: Path) -> None:
         EmbeddingProcessor(store=tmp_path / "s", embedder=FakeEmbedder()) as p,
         pytest.raises(InvalidFormat) as caught,
     ):
-        p.process(source, collection="c", id_field="id", text_field="text")
+        p.process(source, collection="c", text_field="text")  # ids: row numbers
     assert "line 2: not valid JSON (Unterminated string starting at column 21)" in str(caught.value)

@@ -297,7 +297,7 @@ def test_source_errors_surface_through_the_reader_thread(
     bad = tmp_path / "late.jsonl"
     bad.write_text("".join(json.dumps(r) + "\n" for r in _items(10)) + "{oops\n")
     with pytest.raises(InvalidFormat, match="line 11"):
-        processor.process(bad, collection="late", id_field="id", text_field="text")
+        processor.process(bad, collection="late", text_field="text")  # ids: row numbers
 
 
 def test_vector_cache_keeps_copies() -> None:
