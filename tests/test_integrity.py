@@ -245,6 +245,9 @@ def test_help_texts_show_their_defaults() -> None:
     result = runner.invoke(app, ["embed", "--help"], env={"COLUMNS": "200"})
     assert "Field holding the id (default: the 1-based row number)." in result.stdout
     assert "Store directory (env EMBEDOPS_STORE; default ./.embedops)." in result.stdout
+    for command in (["keys", "create"], ["serve"], ["index"]):
+        shown = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"}).stdout
+        assert " .\n" not in shown and " . " not in shown, command  # a default eaten by markup
 
 
 def test_a_json_error_reads_as_one_sentence(tmp_path: Path) -> None:

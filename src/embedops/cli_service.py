@@ -35,7 +35,7 @@ app.add_typer(keys_app)
 KeysFileOpt = Annotated[
     Path | None,
     typer.Option(
-        "--keys-file", help="Keys file [env: EMBEDOPS_KEYS_FILE; default STORE/keys.json]."
+        "--keys-file", help="Keys file (env EMBEDOPS_KEYS_FILE; default STORE/keys.json)."
     ),
 ]
 
@@ -50,18 +50,18 @@ def _export(settings: Settings) -> None:
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="Address [env: EMBEDOPS_HOST; 127.0.0.1].")
+        str | None, typer.Option(help="Address (env EMBEDOPS_HOST; default 127.0.0.1).")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port [env: EMBEDOPS_PORT; 8000].")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port (env EMBEDOPS_PORT; default 8000).")
+    ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(
-            help="Service processes, each with the model [env: EMBEDOPS_SERVICE_WORKERS]."
-        ),
+        typer.Option(help="Service processes, each with the model (env EMBEDOPS_SERVICE_WORKERS)."),
     ] = None,
     redis_url: Annotated[
         str | None,
-        typer.Option(help="Redis for rate limits shared by instances [env: EMBEDOPS_REDIS_URL]."),
+        typer.Option(help="Redis for rate limits shared by instances (env EMBEDOPS_REDIS_URL)."),
     ] = None,
     keys_file: KeysFileOpt = None,
     store: StoreOpt = None,
@@ -114,9 +114,11 @@ def keys_create(
     scopes: Annotated[str, typer.Option(help="embed, search, write, admin: a,b,c.")],
     name: Annotated[str, typer.Option(help="A label for people.")] = "",
     rpm: Annotated[
-        int | None, typer.Option(help="Requests per minute [default: service's].")
+        int | None, typer.Option(help="Requests per minute (default: the service's).")
     ] = None,
-    tpm: Annotated[int | None, typer.Option(help="Tokens per minute [default: service's].")] = None,
+    tpm: Annotated[
+        int | None, typer.Option(help="Tokens per minute (default: the service's).")
+    ] = None,
     keys_file: KeysFileOpt = None,
     store: StoreOpt = None,
     json_out: JsonOpt = False,
