@@ -14,8 +14,10 @@ peak RSS of the command). Steps, in order, into stores under ``--work``:
 6. search on the big collection: exact against the index (``benchmarks.search_bench``).
 
     python -m benchmarks.scale [--rows 1000000] [--model-rows 100000] [--format parquet]
+        [--steps static,model,search]
 
-Writes ``benchmarks/results/scale.json``. Data files are made by ``benchmarks.gen_data`` (kept
+Writes ``benchmarks/results/scale.json`` after each step, keeping the results of steps not run
+(each step records its commit and time). Data files are made by ``benchmarks.gen_data`` (kept
 in ``--work`` and reused when present).
 """
 
@@ -108,44 +110,62 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-rows", type=int, default=100_000)
     parser.add_argument("--format", default="parquet", choices=["csv", "jsonl", "parquet"])
     parser.add_argument("--work", type=Path, default=Path("/tmp/embedops-scale"))
-    parser.add_argument("--skip", default="", help="steps to skip: model,search")
+    parser.add_argument("--steps", default="static,model,search", help="which steps to run")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    skip = set(filter(None, args.skip.split(",")))
+    steps = set(filter(None, args.steps.split(",")))
     args.work.mkdir(parents=True, exist_ok=True)
-    for old in args.work.glob("store-*"):
-        shutil.rmtree(old)
-    big = _data(args.work, args.rows, args.format)
-    small = _data(args.work, args.small_rows, args.format)
-    result: dict[str, Any] = {
+    # Steps not run this time keep their earlier results.
+    result: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    result |= {
         "benchmark": "scale",
-        "commit": _commit(),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "format": args.format,
     }
+
+    def save(step: str, values: dict[str, Any]) -> None:
+        values |= {
+            "commit": _commit(),
+            "at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "load_average_1m": round(os.getloadavg()[0], 2),  # other work on the machine
+        }
+        result[step] = values
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
     store = args.work / "store-static"
-    first = result["static_first"] = _embed(big, store, "static", upkeep=False)
-    index_args = ["index", COLLECTION, "--backend", "static", "--store", str(store), "--json"]
-    result["static_index"] = _timed(index_args, {"HF_HUB_OFFLINE": "1"})
-    result["static_rerun"] = _embed(big, store, "static", upkeep=True)
-    small_run = result["static_small"] = _embed(small, args.work / "store-small", "static", False)
-    if first["peak_rss_mb"] and small_run["peak_rss_mb"]:
-        result["rss_ratio_big_over_small"] = round(
-            first["peak_rss_mb"] / small_run["peak_rss_mb"], 3
-        )
-    if "model" not in skip:
+    if "static" in steps:
+        _static(args, store, save)
+    if "model" in steps:
         model_data = _data(args.work, args.model_rows, args.format)
         for backend in ("onnx", "onnx-int8"):
+            shutil.rmtree(args.work / f"store-{backend}", ignore_errors=True)
             run = _embed(model_data, args.work / f"store-{backend}", backend, upkeep=True)
-            result[backend] = run | _rate(run)
-    if "search" not in skip:
-        result["search"] = search_bench.measure(store, COLLECTION, "static")
-    result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+            save(backend, run | _rate(run))
+    if "search" in steps:
+        save("search", search_bench.measure(store, COLLECTION, "static"))
     logger.info("-> %s", args.out)
+
+
+def _static(args: argparse.Namespace, store: Path, save: Any) -> None:
+    """The big static run (upkeep off), its upkeep by hand, the unchanged re-run, and the
+    small run for the memory ratio."""
+    for old in (store, args.work / "store-small"):
+        shutil.rmtree(old, ignore_errors=True)
+    big = _data(args.work, args.rows, args.format)
+    small = _data(args.work, args.small_rows, args.format)
+    first = _embed(big, store, "static", upkeep=False)
+    save("static_first", first)
+    index_args = ["index", COLLECTION, "--backend", "static", "--store", str(store), "--json"]
+    save("static_index", _timed(index_args, {"HF_HUB_OFFLINE": "1"}))
+    save("static_rerun", _embed(big, store, "static", upkeep=True))
+    small_run = _embed(small, args.work / "store-small", "static", upkeep=False)
+    if first["peak_rss_mb"] and small_run["peak_rss_mb"]:
+        small_run["rss_ratio_big_over_small"] = round(
+            first["peak_rss_mb"] / small_run["peak_rss_mb"], 3
+        )
+    save("static_small", small_run)
 
 
 if __name__ == "__main__":
