@@ -101,7 +101,12 @@ def test_below_threshold_upkeep_compacts_but_builds_no_index(tmp_path: Path) -> 
     assert report.index == "none" and report.index_type is None
     assert report.rows == 1200
     assert report.fragments_removed == 3  # four small fragments compacted into one
-    assert table.lance_table.stats()["fragment_stats"]["num_fragments"] == 1
+    # Readers moved to the compacted version (the run's published version has the same rows).
+    assert _table(p).lance_table.stats()["fragment_stats"]["num_fragments"] == 1
+    assert _table(p).count() == 1200
+    history = p.history("c")
+    assert [e.action for e in history] == ["run"] * 4 + ["upkeep"]
+    assert history[-1].version > history[-2].version
     p.close()
 
 
@@ -169,35 +174,53 @@ def test_index_recall_against_exact_search(tmp_path: Path, kind: str) -> None:
     p.close()
 
 
-def test_cleanup_removes_old_versions_but_keeps_a_tagged_one(tmp_path: Path) -> None:
+def _tags(p: EmbeddingProcessor) -> dict[str, int]:
+    return {n: int(i["version"]) for n, i in _table(p).lance_table.tags.list().items()}
+
+
+def test_cleanup_removes_old_versions_but_keeps_tagged_ones(tmp_path: Path) -> None:
     p = _processor(tmp_path, upkeep=False)
     for start in range(0, 500, 100):
         if start == 200:
             time.sleep(1.1)  # LanceDB cleans up to a second before the oldest tagged version
         _embed(p, tmp_path, start, start + 100)
-    table = _table(p).lance_table
-    versions = [int(v["version"]) for v in table.list_versions()]
+    versions = [int(v["version"]) for v in _table(p).lance_table.list_versions()]
     assert len(versions) == 5
-    tagged = versions[2]  # holds 300 rows
-    table.tags.create("published", tagged)
+    # Every run published its version, tagged: no retention removes any of them.
+    assert sorted(_tags(p).values()) == versions
+    time.sleep(1.1)  # (so that the upkeep's versions are a second younger than the runs')
+    report = upkeep.maintain(_table(p), _settings(tmp_path, keep_versions_hours=0))
+    assert report.versions_removed == 0
+    assert set(versions) <= {int(v["version"]) for v in _table(p).lance_table.list_versions()}
+    # Untag all but the third run's version (300 rows) and the one readers see now.
+    published = p.history("c")[-1].version
+    table = _table(p).lance_table
+    for name, version in _tags(p).items():
+        if version not in (versions[2], published):
+            table.tags.delete(name)
     # The default retention (7 days) removes nothing.
-    kept = upkeep.maintain(_table(p), p.settings)
-    assert kept.versions_removed == 0
-    # No retention: the versions before the tag go; the tagged one stays readable.
+    assert upkeep.maintain(_table(p), p.settings).versions_removed == 0
+    # No retention: the versions before the oldest tag go; the tagged one stays readable.
     report = upkeep.maintain(_table(p), _settings(tmp_path, keep_versions_hours=0))
     left = {int(v["version"]) for v in _table(p).lance_table.list_versions()}
     assert versions[0] not in left and versions[1] not in left
-    assert tagged in left
+    assert versions[2] in left
     assert report.versions_removed == 2
     pinned = _table(p).lance_table
-    pinned.checkout("published")
+    pinned.checkout(versions[2])
     assert pinned.count_rows() == 300
     assert _table(p).count() == 500
-    # Once the tag is deleted, every version but the latest goes.
+    # Once that tag is deleted too, every run's version goes: the oldest tag left is the
+    # version readers see now (upkeep's), a second younger.
     table = _table(p).lance_table
-    table.tags.delete("published")
+    for name, version in _tags(p).items():
+        if version == versions[2]:
+            table.tags.delete(name)
     upkeep.maintain(_table(p), _settings(tmp_path, keep_versions_hours=0))
-    assert len(_table(p).lance_table.list_versions()) == 1
+    left = {int(v["version"]) for v in _table(p).lance_table.list_versions()}
+    assert min(left) > versions[4]
+    assert p.history("c")[-1].version in left
+    assert _table(p).count() == 500
     p.close()
 
 

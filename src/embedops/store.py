@@ -287,6 +287,13 @@ class VectorStore:
             fcntl.flock(fh, fcntl.LOCK_UN)
         return None
 
+    def lance_table(self, name: str) -> Any:
+        """Table ``name`` at its latest version (for store upkeep), or a ``StoreError``."""
+        table = self._open(name)
+        if table is None:
+            raise StoreError(f"table {name} is not in store {self.path}; it was dropped")
+        return table
+
 
 class Collection:
     """Read access to one collection table."""
@@ -400,7 +407,7 @@ class Collection:
 
     @property
     def lance_table(self) -> Any:
-        """The LanceDB table itself (for store upkeep: compaction, cleanup, the index)."""
+        """The LanceDB table as readers see it (checked out at the published version)."""
         return self._table
 
 

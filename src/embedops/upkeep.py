@@ -26,7 +26,7 @@ from typing import Any
 
 from embedops.config import Settings
 from embedops.errors import StoreError
-from embedops.store import Collection, VectorStore, Writer
+from embedops.store import Collection, VectorStore
 
 logger = logging.getLogger(__name__)
 
@@ -169,20 +169,23 @@ def maintain(
         StoreError: another writer holds the table, or LanceDB cannot write it.
     """
     started = time.perf_counter()
-    table = collection.lance_table
+    store = collection.store
+    name = store.table_name(collection.name, collection.model_version)
+    table = store.lance_table(name)  # the latest version, not the one readers are pinned to
     dim = int(table.schema.field(VECTOR_COLUMN).type.list_size)
-    report = UpkeepReport(table=collection.name)
-    writer = Writer(collection.store, collection.name, collection.model_version, dim, table)
-    with writer.lock():
+    report = UpkeepReport(table=name)
+    with store.lock(name):  # the writer lock: never beside a run into the same table
         table.checkout_latest()
+        before = int(table.version)
         try:
             _maintain(table, settings, report, dim, rebuild=rebuild, index=index)
         except (OSError, RuntimeError, ValueError) as exc:
             message = " ".join(str(exc).split())
             raise StoreError(
-                f"upkeep of table {collection.name} in {collection.store.path} failed "
-                f"({message}); the rows stored are kept, and `embedops index` retries it"
+                f"upkeep of table {name} in {store.path} failed ({message}); the rows "
+                "stored are kept, and `embedops index` retries it"
             ) from exc
+        _republish(store, collection.name, name, before, int(table.version))
     report.seconds = round(time.perf_counter() - started, 3)
     logger.info("upkeep: %s", report.to_dict())
     return report
@@ -229,6 +232,32 @@ def _maintain(
     left = {int(v["version"]) for v in table.list_versions()}
     report.versions_kept = len(left)
     report.versions_removed = len(versions - left)
+
+
+def _republish(store: VectorStore, collection: str, table: str, before: int, after: int) -> None:
+    """Readers see a collection's published version (``catalog``); upkeep makes new versions
+    with the same rows (compacted, indexed). If ``before`` was published (or recorded as the
+    last complete run), the version after upkeep takes its place, so that readers search
+    through the index: published as ``upkeep`` and tagged like every published version."""
+    if after == before:
+        return
+    catalog = store.catalog
+    built = catalog.built(collection, table)
+    if built is not None and int(built["version"]) == before:
+        catalog.record_built(collection, table, after, built["report"])
+    current = catalog.published(collection)
+    if current is None or current.table != table or current.version != before:
+        return
+    entry = catalog.publish(
+        collection,
+        table=table,
+        model_version=current.model_version,
+        version=after,
+        action="upkeep",
+        note=f"version {before} compacted and indexed",
+        report=current.report,
+    )
+    store.tag(table, f"published-{entry.number}-v{after}", after)
 
 
 def after_run(
