@@ -110,6 +110,18 @@ def test_below_threshold_upkeep_compacts_but_builds_no_index(tmp_path: Path) -> 
     p.close()
 
 
+def test_runs_compact_once_the_table_has_many_fragments(tmp_path: Path) -> None:
+    p = _processor(tmp_path, upkeep_fragments=3)
+    fragments = []
+    for start in range(0, 1200, 300):
+        _embed(p, tmp_path, start, start + 300)
+        fragments.append(_table(p).lance_table.stats()["fragment_stats"]["num_fragments"])
+    assert fragments == [1, 2, 1, 2]  # the third run's upkeep compacted three into one
+    assert [e.action for e in p.history("c")] == ["run", "run", "run", "upkeep", "run"]
+    assert upkeep.vector_index(_table(p).lance_table) is None  # 1,200 < 2,000 rows
+    p.close()
+
+
 def test_retrains_when_unindexed_rows_are_a_large_share(tmp_path: Path) -> None:
     p = _processor(tmp_path, upkeep=False)
     _embed(p, tmp_path, 0, 2000)

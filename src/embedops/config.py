@@ -173,6 +173,12 @@ class Settings(BaseSettings):
         description="After a run that stored rows: compact the table, remove old versions and "
         "build or update its vector index.",
     )
+    upkeep_fragments: int = Field(
+        default=16,
+        ge=2,
+        description="After a run, compact a table once it has this many fragments (one per "
+        "commit of up to 16,384 rows).",
+    )
     keep_versions_hours: float = Field(
         default=168.0,
         ge=0,

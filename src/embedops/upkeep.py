@@ -260,16 +260,34 @@ def _republish(store: VectorStore, collection: str, table: str, before: int, aft
     store.tag(table, f"published-{entry.number}-v{after}", after)
 
 
+def needs_upkeep(table: Any, settings: Settings) -> bool:
+    """Whether a table needs upkeep after a run: it has ``settings.upkeep_fragments``
+    fragments or more (many small commits to compact), or rows its vector index does not
+    cover, or no index though it has ``settings.index_min_rows`` rows. A small table
+    written a few times needs none (each upkeep is a new version, published in place of the
+    run's)."""
+    if int(table.stats()["fragment_stats"]["num_fragments"]) >= settings.upkeep_fragments:
+        return True
+    if vector_index(table) is not None:
+        return index_counts(table)[1] > 0
+    rows = int(table.count_rows())
+    return settings.index_min_rows > 0 and rows >= max(settings.index_min_rows, MIN_INDEX_ROWS)
+
+
 def after_run(
     store: VectorStore, collection: str, model_version: str, stored: int, settings: Settings
 ) -> UpkeepReport | None:
-    """Upkeep after a run that stored ``stored`` rows (nothing when it stored none, or when
-    ``settings.upkeep`` is off). A failure is logged, not raised: the run's rows are stored,
-    and ``embedops index`` does the upkeep by hand."""
+    """Upkeep after a run that stored ``stored`` rows, when the table needs it (see
+    ``needs_upkeep``; never when ``settings.upkeep`` is off). A failure is logged, not
+    raised: the run's rows are stored, and ``embedops index`` does the upkeep by hand."""
     if not settings.upkeep or stored <= 0:
         return None
     try:
-        return maintain(store.collection(collection, model_version), settings)
+        found = store.collection(collection, model_version)
+        table = store.lance_table(store.table_name(collection, model_version))
+        if not needs_upkeep(table, settings):
+            return None
+        return maintain(found, settings)
     except StoreError as exc:
         logger.warning("%s", exc)
         return None
