@@ -1,16 +1,20 @@
 """Store upkeep: compaction, cleanup of old versions, and the ANN vector index.
 
-After a run that stored rows (``EmbeddingProcessor.process``) and on ``embedops index``:
+After a run that stored rows, when the table needs it (``needs_upkeep``), and on
+``embedops index``:
 
 1. LanceDB's ``optimize`` compacts small fragments into large ones, removes versions older
    than the retention (``Settings.keep_versions_hours``) through LanceDB's own cleanup, which
-   never removes the latest version or a tagged one (published versions that readers pin),
-   and adds rows written since the index was last updated to the index (it is trained
-   again, from scratch, when those rows are more than ``Settings.index_retrain_share`` of
-   the table).
+   never removes the latest version or a tagged one (published versions), and adds rows
+   written since the index was last updated to the index (it is trained again, from
+   scratch, when those rows are more than ``Settings.index_retrain_share`` of the table).
+   LanceDB refuses a cleanup whose cutoff passes a tagged version, so the cutoff stops a
+   second before the oldest tag (``cleanup_age``).
 2. A table of ``Settings.index_min_rows`` rows or more that has no vector index gets one
    (``Settings.index_type``, cosine). Below the threshold search stays an exact scan; above
    it, ``exact=True`` (``--exact``) still scans every row.
+3. Readers see the collection's published version: when upkeep started from it, the new
+   version (same rows, compacted and indexed) is published in its place (``_republish``).
 
 Upkeep holds the table's writer lock, so it never runs beside a writer of the same table.
 """
@@ -31,7 +35,6 @@ from embedops.store import Collection, VectorStore
 logger = logging.getLogger(__name__)
 
 VECTOR_COLUMN = "vector"
-INDEX_NAME = "vector_idx"  # LanceDB's default name for an index on ``vector``
 # k-means iterations of the IVF training (LanceDB's default, 50, took longer for the same
 # recall on the million-row benchmark; see benchmarks/README.md).
 KMEANS_ITERATIONS = 20
