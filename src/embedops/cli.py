@@ -55,6 +55,10 @@ BackendOpt = Annotated[
         help="torch, onnx, onnx-int8 or static (env EMBEDOPS_BACKEND; default onnx).",
     ),
 ]
+ExactOpt = Annotated[
+    bool,
+    typer.Option("--exact", help="Compare with every stored vector, not through the index."),
+]
 
 
 class _State:
@@ -323,6 +327,7 @@ def similar(
     store: StoreOpt = None,
     model: ModelOpt = None,
     backend: BackendOpt = None,
+    exact: ExactOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """The stored items most similar to a stored item (the item itself left out)."""
@@ -330,7 +335,7 @@ def similar(
 
     def run() -> None:
         with EmbeddingProcessor(settings=_settings(store, model, backend)) as processor:
-            hits = processor.most_similar(collection, item_id=item_id, k=k)
+            hits = processor.most_similar(collection, item_id=item_id, k=k, exact=exact)
         _print_hits(hits, json_out, f"most similar to {item_id} in {collection}")
 
     _guard(run)
@@ -344,6 +349,7 @@ def search(
     store: StoreOpt = None,
     model: ModelOpt = None,
     backend: BackendOpt = None,
+    exact: ExactOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """The stored items closest to a free-text query."""
@@ -351,7 +357,7 @@ def search(
 
     def run() -> None:
         with EmbeddingProcessor(settings=_settings(store, model, backend)) as processor:
-            hits = processor.search(collection, query, k=k)
+            hits = processor.search(collection, query, k=k, exact=exact)
         _print_hits(hits, json_out, f"{collection}: {query}")
 
     _guard(run)
@@ -409,5 +415,6 @@ from embedops.cli_models import models_app as _models_app  # noqa: E402
 
 app.add_typer(_models_app, name="models")
 
+import embedops.cli_index  # noqa: E402, F401  (registers `embedops index`)
 from embedops import cli_collections as _cli_collections  # noqa: E402,F401  history, rollback
 from embedops import cli_service as _cli_service  # noqa: E402,F401  registers serve, keys

@@ -167,6 +167,55 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish."
     )
 
+    # Store upkeep after runs and on `embedops index` (see embedops.upkeep).
+    upkeep: bool = Field(
+        default=True,
+        description="After a run that stored rows: compact the table, remove old versions and "
+        "build or update its vector index.",
+    )
+    upkeep_fragments: int = Field(
+        default=16,
+        ge=2,
+        description="After a run, compact a table once it has this many fragments (one per "
+        "commit of up to 16,384 rows).",
+    )
+    keep_versions_hours: float = Field(
+        default=168.0,
+        ge=0,
+        description="Table versions younger than this are kept by the cleanup (the latest and "
+        "tagged ones always are). 0 removes every other version at once: only when nothing "
+        "reads an older version.",
+    )
+    index_min_rows: int = Field(
+        default=100_000,
+        ge=0,
+        description="Rows from which a table gets an ANN vector index (0: never automatically; "
+        "below it search is an exact scan).",
+    )
+    index_type: Literal["IVF_SQ", "IVF_PQ"] = Field(
+        default="IVF_SQ",
+        description="Vector index type (cosine): IVF_SQ (8-bit scalar quantised) or IVF_PQ "
+        "(product quantised: smaller, slower to build, needs more re-ranking).",
+    )
+    index_pq_dims: int = Field(
+        default=8, ge=1, le=256, description="Vector dimensions per PQ sub-vector (IVF_PQ)."
+    )
+    index_retrain_share: float = Field(
+        default=0.5,
+        gt=0,
+        description="Retrain the vector index when the rows it does not cover are more than "
+        "this share of the table (else new rows are added to it).",
+    )
+    search_nprobes: int = Field(
+        default=50, ge=1, le=4096, description="IVF partitions an indexed search reads."
+    )
+    search_refine_factor: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="An indexed search re-ranks k x this many candidates by their exact vectors.",
+    )
+
 
 def bounded_to_cores(name: str, value: int, cores: int | None = None) -> int:
     """``value`` capped at the machine's cores, with a warning that names the value used:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from embedops import upkeep
 from embedops.batching import embed_in_batches
 from embedops.catalog import Published
 from embedops.cleaning import (
@@ -371,6 +372,7 @@ class EmbeddingProcessor:
             result.quarantined,
             result.seconds,
         )
+        upkeep.after_run(self.store, collection, result.model_version, result.stored, self.settings)
         return result
 
     def _embed_cache(self, embedder: Embedder) -> EmbedCache | None:
@@ -535,9 +537,12 @@ class EmbeddingProcessor:
         return self._collection(collection).vectors([_item_id(i, "ids") for i in ids])
 
     def most_similar(
-        self, collection: str, *, item_id: str, k: int = 10
+        self, collection: str, *, item_id: str, k: int = 10, exact: bool = False
     ) -> list[tuple[str, float]]:
         """The ``k`` stored items closest to a stored item, without the item itself.
+
+        A collection with a vector index (see ``embedops.upkeep``) is searched through it;
+        ``exact=True`` compares with every stored vector instead.
 
         Returns:
             ``[(id, cosine), ...]``, best first.
@@ -546,12 +551,16 @@ class EmbeddingProcessor:
         wanted = _item_id(item_id, "item_id")
         table = self._collection(collection)
         vector = table.vectors([wanted])[0]
-        return table.nearest(vector, k, exclude=wanted)
+        return table.nearest(vector, k, exclude=wanted, **self._search_options(exact))
 
-    def search(self, collection: str, query: str, *, k: int = 10) -> list[tuple[str, float]]:
+    def search(
+        self, collection: str, query: str, *, k: int = 10, exact: bool = False
+    ) -> list[tuple[str, float]]:
         """The ``k`` stored items closest to a free-text query, as ``[(id, cosine), ...]``.
 
-        The query is cleaned like stored texts (markup, control characters, NFKC).
+        The query is cleaned like stored texts (markup, control characters, NFKC). A
+        collection with a vector index is searched through it; ``exact=True`` compares with
+        every stored vector instead.
 
         Raises:
             ConfigError: the query is not a string or is empty after cleaning, or ``k`` is
@@ -560,7 +569,14 @@ class EmbeddingProcessor:
         _check_k(k)
         text = _query_text(query, "query")
         table = self._collection(collection)
-        return table.nearest(self.embed([text])[0], k)
+        return table.nearest(self.embed([text])[0], k, **self._search_options(exact))
+
+    def _search_options(self, exact: bool) -> dict[str, Any]:
+        return {
+            "exact": bool(exact),
+            "nprobes": self.settings.search_nprobes,
+            "refine_factor": self.settings.search_refine_factor,
+        }
 
     def upsert(
         self,

@@ -45,6 +45,10 @@ SYSTEM_COLUMNS = (
 SCAN_ROWS = 65_536
 # New rows gathered before one commit (see ``Writer``).
 COMMIT_ROWS = 16_384
+# Indexed search: IVF partitions read, and candidates re-ranked exactly (k x this); the
+# defaults of ``Settings.search_nprobes`` and ``search_refine_factor`` (see benchmarks/README).
+SEARCH_NPROBES = 50
+SEARCH_REFINE_FACTOR = 10
 # What pyarrow raises for rows that do not fit a table (ValueError: other column names).
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError)
 # What LanceDB raises when it cannot write (``lance error: LanceError(IO): No space left on
@@ -283,6 +287,13 @@ class VectorStore:
             fcntl.flock(fh, fcntl.LOCK_UN)
         return None
 
+    def lance_table(self, name: str) -> Any:
+        """Table ``name`` at its latest version (for store upkeep), or a ``StoreError``."""
+        table = self._open(name)
+        if table is None:
+            raise StoreError(f"table {name} is not in store {self.path}; it was dropped")
+        return table
+
 
 class Collection:
     """Read access to one collection table."""
@@ -322,15 +333,31 @@ class Collection:
         return np.stack([found[i] for i in ids]).astype(np.float32)
 
     def nearest(
-        self, vector: NDArray[np.float32], k: int, exclude: str | None = None
+        self,
+        vector: NDArray[np.float32],
+        k: int,
+        exclude: str | None = None,
+        *,
+        exact: bool = False,
+        nprobes: int = SEARCH_NPROBES,
+        refine_factor: int = SEARCH_REFINE_FACTOR,
     ) -> list[tuple[str, float]]:
-        """The ``k`` rows closest to ``vector`` by cosine, best first, as ``(id, score)``."""
+        """The ``k`` rows closest to ``vector`` by cosine, best first, as ``(id, score)``.
+
+        A table with a vector index (see ``embedops.upkeep``) is searched through it: the
+        ``nprobes`` nearest IVF partitions, then ``k x refine_factor`` candidates re-ranked by
+        their exact vectors; rows added since the index was last updated are scanned. ``exact``
+        scans every row instead (a table without an index is always scanned)."""
         query = (
             self._table.search(np.asarray(vector, dtype=np.float32))
             .distance_type("cosine")
             .select(["id", "_distance"])
             .limit(k + (1 if exclude is not None else 0))
         )
+        if exact:
+            query = query.bypass_vector_index()
+        else:
+            query = query.nprobes(nprobes).refine_factor(refine_factor)
         if exclude is not None:
             query = query.where(f"id != {_quote(exclude)}", prefilter=True)
         data = query.to_arrow()
@@ -377,6 +404,11 @@ class Collection:
             data.column("id").to_pylist(), data.column("_distance").to_pylist(), strict=True
         )
         return [(i, 1.0 - float(d)) for i, d in pairs if i != exclude][:k]
+
+    @property
+    def lance_table(self) -> Any:
+        """The LanceDB table as readers see it (checked out at the published version)."""
+        return self._table
 
 
 class Writer:
