@@ -72,6 +72,7 @@ def test_each_backend_has_its_own_model_version() -> None:
         "all-minilm-l6-v2-onnx-fp32-53aa51172d14",
         "all-minilm-l6-v2-onnx-int8-53aa51172d14",
         "all-minilm-l6-v2-static-pca256-53aa51172d14",
+        "all-minilm-l6-v2-hash-fp32-53aa51172d14",  # the service's fake backend, no weights
     }
 
 
