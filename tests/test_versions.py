@@ -128,3 +128,19 @@ def test_readers_see_a_run_whole_or_not_at_all(tmp_path: Path) -> None:
     seen = set(json.loads(out))
     assert before != after and before in seen
     assert seen <= {before, after}, f"{len(seen)} snapshots, {len(seen - {before, after})} mixed"
+
+
+def test_only_the_newest_published_versions_stay_tagged(tmp_path: Path) -> None:
+    """LanceDB's cleanup stops at the oldest tagged version: tags of every version ever
+    published would keep every version, so only EMBEDOPS_KEEP_PUBLISHED stay tagged."""
+    fake = FakeEmbedder()
+    src = tmp_path / "in.jsonl"
+    settings = Settings(store=tmp_path / "s", keep_published=3, upkeep=False)
+    with EmbeddingProcessor(settings=settings, embedder=fake) as p:
+        for n in range(6):
+            p.process(_jsonl(src, _rows(3, f"w{n}")), collection="c", id_field="id",
+                      text_field="text")  # fmt: skip
+        table = p.store.collection("c", fake.spec.version)._table
+        tags = sorted(table.tags.list())
+        assert [t.split("-v")[0] for t in tags] == ["published-4", "published-5", "published-6"]
+        assert [e.number for e in p.history("c")] == [1, 2, 3, 4, 5, 6]

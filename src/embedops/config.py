@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     embed_cache_mb: int = Field(
         default=2048, ge=1, le=1_000_000, description="Size bound of the embedding cache, MB."
     )
+    keep_published: int = Field(
+        default=20,
+        ge=1,
+        le=100_000,
+        description="Published versions of a table kept for rollback (tagged, so cleanup "
+        "keeps them); older ones may be cleaned up after EMBEDOPS_KEEP_VERSIONS_HOURS.",
+    )
     keep_old_tables: bool = Field(
         default=True,
         description="After promote switches a collection to another model version, keep the "

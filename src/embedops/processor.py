@@ -421,7 +421,12 @@ class EmbeddingProcessor:
             action="run",
             report=report.to_dict(),
         )
-        self.store.tag(writer.name, f"published-{entry.number}-v{version}", version)
+        self.store.tag(
+            writer.name,
+            f"published-{entry.number}-v{version}",
+            version,
+            keep=self.settings.keep_published,
+        )
         report.published = entry.number
 
     def history(self, collection: str) -> list[Published]:
@@ -449,7 +454,12 @@ class EmbeddingProcessor:
             action="rollback",
             note=f"rollback to {number}",
         )
-        self.store.tag(entry.table, f"published-{published.number}-v{version}", version)
+        self.store.tag(
+            entry.table,
+            f"published-{published.number}-v{version}",
+            version,
+            keep=self.settings.keep_published,
+        )
         return published
 
     def promote(self, collection: str) -> Published:
@@ -483,7 +493,12 @@ class EmbeddingProcessor:
             note=f"promote to {version}",
             report=built["report"],
         )
-        self.store.tag(name, f"published-{published.number}-v{built['version']}", built["version"])
+        self.store.tag(
+            name,
+            f"published-{published.number}-v{built['version']}",
+            built["version"],
+            keep=self.settings.keep_published,
+        )
         if before is not None and before.table != name and not self.settings.keep_old_tables:
             self.store.drop(before.table)  # readers moved on; rollback cannot go back to it
             logger.warning("dropped %s (EMBEDOPS_KEEP_OLD_TABLES=false)", before.table)

@@ -202,13 +202,25 @@ class VectorStore:
         with self.lock(name):
             self._connect().drop_table(name, ignore_missing=True)
 
-    def tag(self, name: str, tag: str, version: int) -> None:
-        """Tag ``version`` of table ``name`` (tagged versions survive cleanup)."""
+    def tag(self, name: str, tag: str, version: int, *, keep: int | None = None) -> None:
+        """Tag ``version`` of table ``name`` (tagged versions survive cleanup). With
+        ``keep``, only the newest ``keep`` tags that share the tag's prefix (before its
+        first '-') stay: LanceDB's cleanup stops at the oldest tagged version, so tags
+        of every version ever published would keep every version."""
         table = self._open(name)
         if table is None:
             return
         try:
             table.tags.create(tag, version)
+            if keep is not None:
+                prefix = tag.split("-", 1)[0] + "-"
+                ours = sorted(
+                    (info["version"], label)
+                    for label, info in table.tags.list().items()
+                    if label.startswith(prefix)
+                )
+                for _, label in ours[: max(0, len(ours) - keep)]:
+                    table.tags.delete(label)
         except (ValueError, RuntimeError, OSError) as exc:  # e.g. the tag exists
             logger.warning("cannot tag version %d of %s as %s: %s", version, name, tag, exc)
 
