@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import numbers
 import os
@@ -44,7 +45,7 @@ from embedops.pipeline import (
 from embedops.records import records_source
 from embedops.registry import ModelRegistry, resolve_model_arg
 from embedops.runlog import RunLog
-from embedops.sources import SourceFormat, open_source
+from embedops.sources import Source, SourceFormat, open_source
 from embedops.store import (
     Collection,
     VectorStore,
@@ -286,53 +287,21 @@ class EmbeddingProcessor:
             spec.check(
                 opened.fields, opened.path, all_fields=opened.format is not SourceFormat.JSONL
             )
-        embedder = self.embedder
-        clean = CleanOptions(
-            normalize=normalize,
-            strip_markup=strip_markup,
-            max_chars=embedder.spec.max_tokens * CHARS_PER_TOKEN,
-        )
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        writer = self.store.writer(
+        run = self._new_run(
+            opened,
             collection,
-            embedder.spec.version,
-            embedder.spec.dim,
-            commit_rows=self.settings.commit_rows,
-        )
-        report = RunReport(
-            source=str(opened.path),
-            collection=collection,
-            model_version=embedder.spec.version,
-            store=str(self.store_path),
-        )
-        run = Run(
-            source=opened,
-            spec=spec,
-            clean=clean,
-            embedder=embedder,
-            writer=writer,
-            quarantine=QuarantineWriter(
-                quarantine_path(self.store_path, collection, stamp), opened.path
-            ),
-            report=report,
-            options=RunOptions(
-                batch_tokens=self.batch_tokens,
-                workers=self.workers,
-                sort_window=self.settings.sort_window,
-                cache_size=self.settings.cache_size,
-                delete_missing=delete_missing,
-                feed=feed,
-                embed_cache=self._embed_cache(embedder),
-                max_quarantined=(
-                    BadRowBudget.parse(max_quarantined) if max_quarantined is not None else None
-                ),
+            spec,
+            CleanOptions(normalize=normalize, strip_markup=strip_markup),
+            delete_missing=delete_missing,
+            feed=feed,
+            max_quarantined=(
+                BadRowBudget.parse(max_quarantined) if max_quarantined is not None else None
             ),
             progress=progress,
-            run_log=RunLog(self.store_path, collection),
             metrics=(
                 JobMetrics(
                     collection,
-                    embedder.spec.version,
+                    self.embedder.spec.version,
                     port=metrics_port,
                     textfile=Path(metrics_file) if metrics_file else None,
                 )
@@ -340,6 +309,7 @@ class EmbeddingProcessor:
                 else None
             ),
         )
+        writer, report = run.writer, run.report
         self.last_report = report
         if engine == "ray":  # the same stages on Ray Data (embedops.engines.ray)
             from embedops.engines.ray import RayRun
@@ -374,6 +344,58 @@ class EmbeddingProcessor:
         )
         upkeep.after_run(self.store, collection, result.model_version, result.stored, self.settings)
         return result
+
+    def _new_run(
+        self,
+        source: Source,
+        collection: str,
+        spec: FieldSpec,
+        clean: CleanOptions,
+        *,
+        delete_missing: bool = False,
+        feed: bool = False,
+        max_quarantined: BadRowBudget | None = None,
+        progress: Progress | None = None,
+        metrics: JobMetrics | None = None,
+    ) -> Run:
+        """A run of ``source`` into ``collection`` with this processor's model and settings
+        (texts cut at ``max_tokens x CHARS_PER_TOKEN`` characters before cleaning)."""
+        embedder = self.embedder
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        return Run(
+            source=source,
+            spec=spec,
+            clean=dataclasses.replace(clean, max_chars=embedder.spec.max_tokens * CHARS_PER_TOKEN),
+            embedder=embedder,
+            writer=self.store.writer(
+                collection,
+                embedder.spec.version,
+                embedder.spec.dim,
+                commit_rows=self.settings.commit_rows,
+            ),
+            quarantine=QuarantineWriter(
+                quarantine_path(self.store_path, collection, stamp), source.path
+            ),
+            report=RunReport(
+                source=str(source.path),
+                collection=collection,
+                model_version=embedder.spec.version,
+                store=str(self.store_path),
+            ),
+            options=RunOptions(
+                batch_tokens=self.batch_tokens,
+                workers=self.workers,
+                sort_window=self.settings.sort_window,
+                cache_size=self.settings.cache_size,
+                delete_missing=delete_missing,
+                feed=feed,
+                embed_cache=self._embed_cache(embedder),
+                max_quarantined=max_quarantined,
+            ),
+            progress=progress,
+            run_log=RunLog(self.store_path, collection),
+            metrics=metrics,
+        )
 
     def _embed_cache(self, embedder: Embedder) -> EmbedCache | None:
         """The shared embedding cache of this model version (``None``: off)."""
@@ -667,44 +689,14 @@ class EmbeddingProcessor:
     ) -> RunReport:
         """A run over in-memory records, built as ``process`` builds one, then published."""
         source = records_source(records, rows=self.settings.read_rows)
-        embedder = self.embedder
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        writer = self.store.writer(
+        run = self._new_run(
+            source,
             collection,
-            embedder.spec.version,
-            embedder.spec.dim,
-            commit_rows=self.settings.commit_rows,
+            spec,
+            CleanOptions(normalize=normalize, strip_markup=strip_markup),
+            feed=feed,
         )
-        report = RunReport(
-            source=str(source.path),
-            collection=collection,
-            model_version=embedder.spec.version,
-            store=str(self.store_path),
-        )
-        run = Run(
-            source=source,
-            spec=spec,
-            clean=CleanOptions(
-                normalize=normalize,
-                strip_markup=strip_markup,
-                max_chars=embedder.spec.max_tokens * CHARS_PER_TOKEN,
-            ),
-            embedder=embedder,
-            writer=writer,
-            quarantine=QuarantineWriter(
-                quarantine_path(self.store_path, collection, stamp), source.path
-            ),
-            report=report,
-            options=RunOptions(
-                batch_tokens=self.batch_tokens,
-                workers=self.workers,
-                sort_window=self.settings.sort_window,
-                cache_size=self.settings.cache_size,
-                feed=feed,
-                embed_cache=self._embed_cache(embedder),
-            ),
-            run_log=RunLog(self.store_path, collection),
-        )
+        writer = run.writer
         result = run.execute()
         self._publish(collection, writer, result)
         return result
