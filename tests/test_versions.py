@@ -144,3 +144,15 @@ def test_only_the_newest_published_versions_stay_tagged(tmp_path: Path) -> None:
         tags = sorted(table.tags.list())
         assert [t.split("-v")[0] for t in tags] == ["published-4", "published-5", "published-6"]
         assert [e.number for e in p.history("c")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_table_says_which_model_made_its_vectors(tmp_path: Path) -> None:
+    from embedops.store import model_spec_of
+
+    fake = FakeEmbedder()
+    with EmbeddingProcessor(store=tmp_path / "s", embedder=fake) as p:
+        p.process(_jsonl(tmp_path / "a.jsonl", _rows(3)), collection="c", id_field="id",
+                  text_field="text")  # fmt: skip
+        spec = model_spec_of(p.store.collection("c", fake.spec.version)._table)
+    assert spec["model_version"] == fake.spec.version
+    assert (spec["dim"], spec["digest"], spec["pooling"]) == ("8", fake.spec.digest, "mean")

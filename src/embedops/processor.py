@@ -43,7 +43,7 @@ from embedops.pipeline import (
     quarantine_path,
 )
 from embedops.records import records_source
-from embedops.registry import ModelRegistry, resolve_model_arg
+from embedops.registry import ModelRegistry, resolve_model_arg, spec_metadata
 from embedops.runlog import RunLog
 from embedops.sources import Source, SourceFormat, open_source
 from embedops.store import (
@@ -362,17 +362,19 @@ class EmbeddingProcessor:
         (texts cut at ``max_tokens x CHARS_PER_TOKEN`` characters before cleaning)."""
         embedder = self.embedder
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        writer = self.store.writer(
+            collection,
+            embedder.spec.version,
+            embedder.spec.dim,
+            commit_rows=self.settings.commit_rows,
+        )
+        writer.model_spec = spec_metadata(embedder.spec, self.backend)
         return Run(
             source=source,
             spec=spec,
             clean=dataclasses.replace(clean, max_chars=embedder.spec.max_tokens * CHARS_PER_TOKEN),
             embedder=embedder,
-            writer=self.store.writer(
-                collection,
-                embedder.spec.version,
-                embedder.spec.dim,
-                commit_rows=self.settings.commit_rows,
-            ),
+            writer=writer,
             quarantine=QuarantineWriter(
                 quarantine_path(self.store_path, collection, stamp), source.path
             ),

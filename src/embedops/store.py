@@ -449,6 +449,7 @@ class Writer:
         self.model_version = model_version
         self.dim = dim
         self.commit_rows = commit_rows or COMMIT_ROWS
+        self.model_spec: dict[str, str] = {}  # written into a new table's schema metadata
         self.committed = 0  # rows this writer has committed
         self._table = table
         self._pending: list[pa.Table] = []
@@ -591,7 +592,12 @@ class Writer:
             with deferred_signals(f"saving {rows:,} rows to {self.name}"):
                 if self._table is None:
                     data = pa.concat_tables(self._pending, promote_options="permissive")
-                    self._table = self.store._create(self.name, _as_new_table(data))
+                    data = _as_new_table(data)
+                    if self.model_spec:  # the table says by itself what made its vectors
+                        data = data.replace_schema_metadata(
+                            {**(data.schema.metadata or {}), **_spec_keys(self.model_spec)}
+                        )
+                    self._table = self.store._create(self.name, data)
                 else:
                     self._table.add(pa.concat_tables(self._pending))
                 self._pending = []
@@ -707,6 +713,24 @@ class Writer:
             f"cannot write table {self.name} in store {self.store.path} ({message}); {advice} "
             "(rows committed before are kept, and a re-run skips them)"
         )
+
+
+SPEC_PREFIX = "embedops.model."
+
+
+def _spec_keys(spec: dict[str, str]) -> dict[str, str]:
+    return {SPEC_PREFIX + key: value for key, value in spec.items()}
+
+
+def model_spec_of(table: Any) -> dict[str, str]:
+    """The model spec a table was created with (see ``registry.spec_metadata``); empty for
+    a table from before it was recorded."""
+    metadata = table.schema.metadata or {}
+    return {
+        key.decode()[len(SPEC_PREFIX) :]: value.decode()
+        for key, value in metadata.items()
+        if key.decode().startswith(SPEC_PREFIX)
+    }
 
 
 def _holder_info() -> dict[str, Any]:
