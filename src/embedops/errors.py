@@ -113,3 +113,8 @@ class QualityGateFailed(ModelError):
     """A model version was not evaluated, or its scores miss its quality gate."""
 
     exit_code = 12
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line (LanceDB's and pyarrow's span several)."""
+    return " ".join(str(exc).split())

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from embedops.errors import ConfigError, InvalidFormat, SourceNotFound
+from embedops.errors import ConfigError, InvalidFormat, SourceNotFound, one_line
 from embedops.quotes import QuoteTracker
 
 
@@ -446,12 +446,7 @@ def _read_header(path: Path, delimiter: str, quote: bool) -> list[str]:
     head = _read_head(path, 1 << 16)
     if not head.strip():
         raise InvalidFormat(f"{path}: the file is empty; expected a header line")
-    text = head.decode("utf-8", "replace").lstrip("\ufeff")
-    reader = csv.reader(
-        io.StringIO(text),
-        delimiter=delimiter,
-        quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE,
-    )
+    reader = _csv_lines(head, delimiter, quote)
     try:
         names = [n.strip() for n in next(reader)]
     except (csv.Error, StopIteration) as exc:
@@ -467,18 +462,24 @@ def _read_header(path: Path, delimiter: str, quote: bool) -> list[str]:
     return names
 
 
+def _csv_lines(head: bytes, delimiter: str, quote: bool) -> Iterator[list[str]]:
+    """Python's csv reader over the first bytes of a file (a BOM dropped), as the header
+    checks read them."""
+    text = head.decode("utf-8", "replace").lstrip("\ufeff")
+    return csv.reader(
+        io.StringIO(text),
+        delimiter=delimiter,
+        quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE,
+    )
+
+
 def _only_header(path: Path, delimiter: str, quote: bool) -> bool:
     """The file holds its header line and nothing else (pyarrow refuses one without a final
     line break: "Could not skip initial 1 rows")."""
     head = _read_head(path, (1 << 16) + 1)
     if len(head) > 1 << 16:
         return False
-    text = head.decode("utf-8", "replace").lstrip("\ufeff")
-    reader = csv.reader(
-        io.StringIO(text),
-        delimiter=delimiter,
-        quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE,
-    )
+    reader = _csv_lines(head, delimiter, quote)
     try:
         return sum(1 for _ in reader) == 1
     except csv.Error:
@@ -580,7 +581,7 @@ def _open_delimited(
             )
         if _UNDECODABLE_ROW.pop(path, False):
             return InvalidFormat(
-                f"{path}: not a readable {fmt.value.upper()} file ({_one_line(exc)}): a row with "
+                f"{path}: not a readable {fmt.value.upper()} file ({one_line(exc)}): a row with "
                 "the wrong number of fields holds bytes that are not UTF-8; fix or remove it"
             )
         return InvalidFormat(f"{path}: not a readable {fmt.value.upper()} file ({exc})")
@@ -843,10 +844,6 @@ def _quiet_undecodable_rows(path: Path) -> None:
         default(unraisable)
 
     sys.unraisablehook = hook
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 class _LineFinder:

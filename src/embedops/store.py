@@ -25,7 +25,13 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from embedops.catalog import Catalog
-from embedops.errors import CollectionNotFound, ConfigError, ItemNotFound, StoreError
+from embedops.errors import (
+    CollectionNotFound,
+    ConfigError,
+    ItemNotFound,
+    StoreError,
+    one_line,
+)
 from embedops.signals import deferred_signals
 from embedops.state import StoredState
 
@@ -192,7 +198,7 @@ class VectorStore:
                 table.restore(version)
             except (ValueError, RuntimeError, OSError) as exc:
                 raise StoreError(
-                    f"cannot restore version {version} of {name} ({_one_line(exc)}); it may "
+                    f"cannot restore version {version} of {name} ({one_line(exc)}); it may "
                     "have been cleaned up"
                 ) from exc
             return int(table.version)
@@ -697,14 +703,14 @@ class Writer:
             columns = "none yet"
         else:
             columns = ", ".join(f"{f.name}: {f.type}" for f in self._table.schema)
-        message = _one_line(exc)
+        message = one_line(exc)
         return StoreError(
             f"rows do not fit table {self.name} (its columns: {columns}); "
             f"keep the same fields with the same types, or use a new collection ({message})"
         )
 
     def _unwritable(self, exc: Exception) -> StoreError:
-        message = _one_line(exc)
+        message = one_line(exc)
         if isinstance(exc, OSError) or "LanceError(IO)" in message:
             advice = "free disk space or fix the folder's permissions, then run again"
         else:
@@ -759,11 +765,6 @@ def _describe_holder(fh: IO[str]) -> str:
     return f"another writer (pid {pid} on {host}, since {since})"
 
 
-def _one_line(exc: Exception) -> str:
-    """An error's message on one line (LanceDB's and pyarrow's span several)."""
-    return " ".join(str(exc).split())
-
-
 def _kept_column(name: str, values: list[Any], ids: list[str]) -> pa.Array:
     """The Arrow column of kept field ``name``; when its values do not make one column (types
     that do not mix, such as 'n/a' among numbers), a ``StoreError`` naming the field and the
@@ -785,7 +786,7 @@ def _kept_column(name: str, values: list[Any], ids: list[str]) -> pa.Array:
         fits = f" among values of type {before}" if before is not None else ""
         raise StoreError(
             f"kept field {name!r} cannot be stored: row id {ids[bad - 1]!r} holds "
-            f"{type(value).__name__} {value!r}{fits} ({_one_line(exc)}); give the "
+            f"{type(value).__name__} {value!r}{fits} ({one_line(exc)}); give the "
             "field one type in the input (e.g. leave it empty instead of 'n/a'), or do not keep it"
         ) from exc
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedops.errors import ModelLoadError
+from embedops.errors import ModelLoadError, one_line
 from embedops.models.base import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -317,7 +317,7 @@ def _names(names: list[str], shown: int = 5) -> str:
 
 
 def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())[:300]
+    return one_line(exc)[:300]
 
 
 def _read_digests(store: Path) -> dict[str, Any]:
