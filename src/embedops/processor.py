@@ -711,9 +711,12 @@ class EmbeddingProcessor:
         k: int = 10,
         filters: Mapping[str, Any] | None = None,
         exclude: str | None = None,
+        exact: bool = False,
     ) -> list[tuple[str, float]]:
         """The ``k`` stored items closest to ``vector`` whose metadata equal ``filters``
-        (``{field: value}``), as ``[(id, cosine), ...]``, best first.
+        (``{field: value}``), as ``[(id, cosine), ...]``, best first. Searched through the
+        collection's vector index when it has one, as ``search`` is (``exact=True``: every
+        row is compared).
 
         Raises:
             ConfigError: bad ``k``, a vector of the wrong size, or a filter on a field that is
@@ -729,7 +732,9 @@ class EmbeddingProcessor:
                 f"got shape {query.shape}"
             )
         table = self._collection(collection)
-        return table.nearest_where(query, k, dict(filters or {}), exclude=exclude)
+        return table.nearest(
+            query, k, exclude, filters=dict(filters or {}), **self._search_options(exact)
+        )
 
     def search_filtered(
         self, collection: str, query: str, *, k: int = 10, filters: Mapping[str, Any]

@@ -356,6 +356,7 @@ class Collection:
         k: int,
         exclude: str | None = None,
         *,
+        filters: Mapping[str, Any] | None = None,
         exact: bool = False,
         nprobes: int = SEARCH_NPROBES,
         refine_factor: int = SEARCH_REFINE_FACTOR,
@@ -365,7 +366,17 @@ class Collection:
         A table with a vector index (see ``embedops.upkeep``) is searched through it: the
         ``nprobes`` nearest IVF partitions, then ``k x refine_factor`` candidates re-ranked by
         their exact vectors; rows added since the index was last updated are scanned. ``exact``
-        scans every row instead (a table without an index is always scanned)."""
+        scans every row instead (a table without an index is always scanned). ``filters``
+        (``{column: value}``, see ``nearest_where``) keeps only the rows that match, before
+        the search.
+
+        Raises:
+            ConfigError: a filter names a column that is not in the table, or its value is
+                not a string, number, boolean or ``None``.
+        """
+        clauses = [_equals(self._table.schema, n, v) for n, v in (filters or {}).items()]
+        if exclude is not None:
+            clauses.append(f"id != {_quote(exclude)}")
         query = (
             self._table.search(np.asarray(vector, dtype=np.float32))
             .distance_type("cosine")
@@ -376,13 +387,13 @@ class Collection:
             query = query.bypass_vector_index()
         else:
             query = query.nprobes(nprobes).refine_factor(refine_factor)
-        if exclude is not None:
-            query = query.where(f"id != {_quote(exclude)}", prefilter=True)
+        if clauses:
+            query = query.where(" AND ".join(clauses), prefilter=True)
         data = query.to_arrow()
         pairs = zip(
             data.column("id").to_pylist(), data.column("_distance").to_pylist(), strict=True
         )
-        return [(i, 1.0 - float(d)) for i, d in pairs][:k]
+        return [(i, 1.0 - float(d)) for i, d in pairs if i != exclude][:k]
 
     def hashes(self) -> dict[str, str]:
         """``id -> content_hash`` of every row."""
@@ -397,31 +408,17 @@ class Collection:
         k: int,
         filters: Mapping[str, Any],
         exclude: str | None = None,
+        **options: Any,
     ) -> list[tuple[str, float]]:
-        """Like ``nearest``, among the rows whose columns equal ``filters`` (``{column:
-        value}``; ``None`` matches a missing value). Only stored metadata columns and ``id``
-        can be filtered on.
+        """Like ``nearest`` (``options``: ``exact``, ``nprobes``, ``refine_factor``), among the
+        rows whose columns equal ``filters`` (``{column: value}``; ``None`` matches a missing
+        value). Only stored metadata columns and ``id`` can be filtered on.
 
         Raises:
             ConfigError: a column is not in the table, or a value is not a string, number,
                 boolean or ``None``.
         """
-        clauses = [_equals(self._table.schema, name, value) for name, value in filters.items()]
-        if exclude is not None:
-            clauses.append(f"id != {_quote(exclude)}")
-        query = (
-            self._table.search(np.asarray(vector, dtype=np.float32))
-            .distance_type("cosine")
-            .select(["id", "_distance"])
-            .limit(k + (1 if exclude is not None else 0))
-        )
-        if clauses:
-            query = query.where(" AND ".join(clauses), prefilter=True)
-        data = query.to_arrow()
-        pairs = zip(
-            data.column("id").to_pylist(), data.column("_distance").to_pylist(), strict=True
-        )
-        return [(i, 1.0 - float(d)) for i, d in pairs if i != exclude][:k]
+        return self.nearest(vector, k, exclude, filters=filters, **options)
 
     @property
     def lance_table(self) -> Any:
