@@ -83,6 +83,8 @@ class RunReport:
             disk (``embed_cache.EmbedCache``; other runs and collections) instead of the
             model; ``embed_cache_hit_rate``: hits per lookup (``None``: cache off).
         truncated: embedded rows whose text exceeded the model's token limit.
+        tokens: tokens sent to the model (each distinct text's count, capped at the model's
+            limit; texts from a cache cost none). The service charges writes by it.
         cleaned: rows changed by each cleaning step.
         stored: rows this run committed to the table (after a failure or Ctrl-C: what was
             kept; a re-run skips them).
@@ -109,6 +111,7 @@ class RunReport:
     embed_cache_hits: int = 0
     embed_cache_hit_rate: float | None = None
     truncated: int = 0
+    tokens: int = 0
     cleaned: dict[str, int] = field(default_factory=dict)
     batches: int = 0
     seconds: float = 0.0
@@ -695,6 +698,7 @@ class Run:
         limit = self.embedder.spec.max_tokens
         lengths = [token_counts[k] for k in keys]
         self.report.truncated += sum(n > limit for n in lengths)
+        self.report.tokens += sum(min(n, limit) for n in lengths)
         batches = plan_batches(
             len(keys),
             [min(n, limit) for n in lengths],

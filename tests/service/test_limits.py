@@ -56,3 +56,25 @@ def test_errors_after_authentication_carry_the_headers(server: Server) -> None:
     )
     assert r.status_code == 400
     assert r.headers["x-ratelimit-limit-requests"] == "600"  # the default
+
+
+def test_writes_are_charged_the_tokens_they_embed(server: Server) -> None:
+    key = server.key("write", tpm=12)
+    url = f"{server.url}/v1/collections/charged/items"
+    items = [{"id": "1", "text": "hello world"}, {"id": "2", "text": "red shoe"}]
+    first = httpx.put(url, json={"items": items}, headers=auth(key))
+    assert first.status_code == 200, first.text
+    assert first.json()["usage"]["total_tokens"] == 8  # 4 tokens each, [CLS] and [SEP] included
+    assert first.headers["x-ratelimit-remaining-tokens"] == "4"
+    # Unchanged items embed nothing and cost nothing.
+    again = httpx.put(url, json={"items": items}, headers=auth(key))
+    assert again.json()["usage"]["total_tokens"] == 0
+    assert again.headers["x-ratelimit-remaining-tokens"] == "4"
+    # A write over what is left is done (the cost is known only after it), then the key is dry.
+    more = [{"id": "3", "text": "one two three four five six"}]
+    third = httpx.put(url, json={"items": more}, headers=auth(key))
+    assert third.status_code == 200
+    assert third.headers["x-ratelimit-remaining-tokens"] == "0"
+    refused = httpx.put(url, json={"items": [{"id": "4", "text": "x"}]}, headers=auth(key))
+    assert refused.status_code == 429
+    assert "tokens per minute" in refused.json()["error"]["message"]

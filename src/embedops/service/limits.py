@@ -100,6 +100,33 @@ class RateLimits:
                 headers=headers,
             )
 
+    async def check_tokens(self, key: ApiKey) -> None:
+        """Refuse work whose token cost is known only once it is done (writes) while
+        ``key`` has no tokens left this minute.
+
+        Raises:
+            RateLimited: no tokens remain.
+        """
+        state = await self.state(key)
+        if state.remaining_tokens <= 0:
+            headers = state.headers() | {"retry-after": str(max(1, math.ceil(state.reset_tokens)))}
+            raise RateLimited(
+                f"rate limit reached for key {key.id}: tokens per minute "
+                f"({state.limit_tokens}); retry after {headers['retry-after']}s",
+                headers=headers,
+            )
+
+    async def charge(self, key: ApiKey, tokens: int) -> None:
+        """Take ``tokens`` already spent (a write's embeddings) from ``key``'s budget, down to
+        zero at most: the work is done, so it is never refused; the next request waits."""
+        if tokens <= 0:
+            return
+        _, tpm = self._items(key)
+        stats = await self._limiter.get_window_stats(tpm, key.id)
+        cost = min(tokens, stats.remaining)
+        if cost > 0:
+            await self._limiter.hit(tpm, key.id, cost=cost)
+
     async def state(self, key: ApiKey) -> LimitState:
         """``key``'s budget now, without taking from it."""
         rpm, tpm = self._items(key)

@@ -172,6 +172,7 @@ class UpsertResponse(BaseModel):
     unchanged: int
     quarantined: int
     quarantine: list[Quarantined]
+    usage: Usage
 
 
 class DeleteRequest(BaseModel):

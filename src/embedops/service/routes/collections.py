@@ -77,7 +77,8 @@ async def upsert(
 ) -> UpsertResponse:
     """Add or replace items as ``embedops embed`` does: unchanged items (same id and content
     hash) are skipped, bad ones are quarantined and listed with their reasons. Writes to one
-    collection wait for each other."""
+    collection wait for each other. The tokens embedded are charged to the key once the write
+    is done (down to zero left); a key with no tokens left is refused before it starts."""
     check_collection_name(name)
     most = services.settings.max_input_items
     if len(body.items) > most:
@@ -85,6 +86,7 @@ async def upsert(
             f"{len(body.items)} items are more than {most}; send them in several requests",
             param="items",
         )
+    await services.limits.check_tokens(key)
     processor = services.processor
     report = await services.writers.run(
         name,
@@ -97,6 +99,8 @@ async def upsert(
             keep=body.keep,
         ),
     )
+    await services.limits.charge(key, report.tokens)
+    services.metrics.tokens.labels(key.id).inc(report.tokens)
     quarantine: list[Quarantined] = []
     if report.quarantine_path:
         for line in Path(report.quarantine_path).read_text(encoding="utf-8").splitlines():
@@ -117,6 +121,7 @@ async def upsert(
         unchanged=report.unchanged,
         quarantined=report.quarantined,
         quarantine=quarantine,
+        usage=Usage(prompt_tokens=report.tokens, total_tokens=report.tokens),
     )
 
 
