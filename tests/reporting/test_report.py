@@ -3,6 +3,7 @@ whiskers its input implies, nothing is fetched from elsewhere, and text is escap
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import types
@@ -270,3 +271,31 @@ def test_experiments_load_through_the_experiments_module(
     monkeypatch.setitem(sys.modules, "embedops.experiments.report", None)
     data = load_report_data(tmp_path)
     assert data.experiments == [] and any("cannot report" in n for n in data.notes)
+
+
+def test_odd_values_do_not_break_the_page(tmp_path: Path) -> None:
+    """Lines and reports from other versions or half-written: wrong types are left out."""
+    path = tmp_path / ".monitoring" / "history.jsonl"
+    path.parent.mkdir(parents=True)
+    odd = [
+        {"time": "2026-12-04T11:00:00Z", "requests": "many", "by_variant": [], "drift": None},
+        {"time": "2026-12-04T11:01:00", "requests": 10, "window_s": 0, "latency_ms": "fast",
+         "by_variant": {"a": None}, "drift": {"v1": None, "v2": {"length_shift": "x"}},
+         "canary": {"v1": {"spearman": None, "passed": "?"}}},
+        {"time": "2026-12-04T11:02:00Z", "requests": 10, "errors": 1, "latency_ms": {"p95": 5},
+         "drift": {"v1": {"centroid_shift": 0.5, "alerts": "centroid_shift"}}},
+    ]  # fmt: skip
+    path.write_text("\n".join(json.dumps(line) for line in odd) + "\n[1, 2]\n")
+    data = load_report_data(tmp_path, now=NOW)
+    assert len(data.history) == 3
+    data.experiments = [
+        {"experiment": "odd", "variants": "none"},
+        {"experiment": 7, "variants": [{"label": None, "ctr": {"value": "high"}}, "x"],
+         "test": None, "decision": None, "shadow": {"mean_cosine": float("nan")}},
+    ]  # fmt: skip
+    root, _ = parse(render_report(data))
+    latency = _plot(root, "latency")
+    assert _series(latency) == {"p95": 1}
+    centroid = _plot(root, "drift-centroid_shift")
+    assert len(centroid.all("circle", class_="alert")) == 1
+    assert [a.attrs["data-experiment"] for a in root.all("article")] == ["odd", "7"]

@@ -63,6 +63,15 @@ def test_lines_break_at_gaps() -> None:
     assert len(root.all("circle", class_="point")) == 1  # the lone point is drawn as a dot
 
 
+def test_a_thinned_line_stays_one_line() -> None:
+    points = [(float(i * 60), float(i % 7)) for i in range(5_000)]
+    alerts = points[::2]
+    series = [Series("a", points, alerts=alerts)]
+    root, _ = parse(line_chart(name="x", title="t", series=series, y_label="ms", gap=180))
+    assert len(root.all("polyline")) == 1
+    assert len(root.all("circle", class_="alert")) <= MAX_POINTS
+
+
 def test_labels_and_titles_are_escaped() -> None:
     label = '<img src=x onerror="alert(1)">&'
     svgs = [

@@ -188,6 +188,14 @@ def decimate(points: Sequence[tuple[float, float]], limit: int) -> list[tuple[fl
     return kept
 
 
+def thinned_gap(count: int, limit: int, gap: float | None) -> float | None:
+    """The gap that still means "no data" after ``count`` points are thinned to ``limit``
+    (``decimate`` keeps two points of each bucket, so kept points lie up to two buckets apart)."""
+    if gap is None or count <= limit:
+        return gap
+    return gap * 2 * math.ceil(count / max(1, limit // 2))
+
+
 def split_at_gaps(
     points: Sequence[tuple[float, float]], gap: float | None
 ) -> list[list[tuple[float, float]]]:
@@ -317,7 +325,7 @@ def line_chart(
     for index, (line, points) in enumerate(shown):
         colour = PALETTE[index % len(PALETTE)]
         body = []
-        for piece in split_at_gaps(points, gap):
+        for piece in split_at_gaps(points, thinned_gap(len(line.points), max_points, gap)):
             coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in piece)
             body.append(
                 f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="2"/>'
@@ -338,7 +346,7 @@ def line_chart(
             f'<circle class="alert" cx="{px(x):.1f}" cy="{py(y):.1f}" r="5" fill="none" '
             f'stroke="{ALERT}" stroke-width="2"><title>alert: {esc(line.label)} '
             f"{esc(fmt(y, percent=percent))}</title></circle>"
-            for x, y in line.alerts
+            for x, y in decimate(line.alerts, max_points)
         ]
         frame.parts.append(
             f'<g class="series" data-series="{esc(line.label)}" data-points="{len(points)}">'
