@@ -41,6 +41,17 @@ def test_since_must_be_positive(tmp_path: Path) -> None:
     assert not output.exists()
 
 
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    output = blocker / "report.html"  # its folder is a file
+    result = runner.invoke(app, ["report", "--output", str(output), "--store", str(tmp_path)])
+    assert result.exit_code == ConfigError.exit_code
+    assert result.stderr.startswith(f"error: cannot write the report to {output}")
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
 def test_report_runs_as_a_program(tmp_path: Path) -> None:
     """The installed entry point, in a fresh process, on an empty store."""
     output = tmp_path / "report.html"

@@ -9,9 +9,11 @@ and writes the file atomically.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
+from embedops.errors import ConfigError
 from embedops.reporting.data import ReportData, load_report_data
 from embedops.reporting.html import render_report
 
@@ -26,11 +28,23 @@ def write_report(
     drift_thresholds: dict[str, float] | None = None,
 ) -> ReportData:
     """Write the report of ``store`` to ``output`` (temporary file, then rename) and return
-    what it shows."""
+    what it shows.
+
+    Raises:
+        ConfigError: ``output`` cannot be written (a folder, no permission, no space).
+    """
     data = load_report_data(store, since_hours=since_hours, drift_thresholds=drift_thresholds)
     page = render_report(data)
-    output.parent.mkdir(parents=True, exist_ok=True)
     temp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    temp.write_text(page, encoding="utf-8")
-    temp.replace(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        temp.write_text(page, encoding="utf-8")
+        temp.replace(output)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
+        raise ConfigError(
+            f"cannot write the report to {output} ({exc.strerror or exc}); "
+            "choose a file in a folder you can write"
+        ) from exc
     return data
