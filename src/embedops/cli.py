@@ -417,4 +417,5 @@ app.add_typer(_models_app, name="models")
 
 import embedops.cli_index  # noqa: E402, F401  (registers `embedops index`)
 from embedops import cli_collections as _cli_collections  # noqa: E402,F401  history, rollback
+from embedops import cli_report as _cli_report  # noqa: E402,F401  registers report
 from embedops import cli_service as _cli_service  # noqa: E402,F401  registers serve, keys
