@@ -419,3 +419,6 @@ import embedops.cli_index  # noqa: E402, F401  (registers `embedops index`)
 from embedops import cli_collections as _cli_collections  # noqa: E402,F401  history, rollback
 from embedops import cli_report as _cli_report  # noqa: E402,F401  registers report
 from embedops import cli_service as _cli_service  # noqa: E402,F401  registers serve, keys
+from embedops.cli_experiments import experiments_app as _experiments_app  # noqa: E402
+
+app.add_typer(_experiments_app, name="experiments")

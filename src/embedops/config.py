@@ -223,6 +223,33 @@ class Settings(BaseSettings):
         description="An indexed search re-ranks k x this many candidates by their exact vectors.",
     )
 
+    # experiments
+    experiment: str = Field(
+        default="auto",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        description="Which experiment the service runs (see docs/experiments.md): auto (the "
+        "store's running experiment, if any), off (none), or the name of one.",
+    )
+    experiment_poll_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How often the service checks experiments.json for changes made by the "
+        "CLI (0: only at start and through the admin endpoint).",
+    )
+    shadow_rate: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Share of live requests a shadow candidate embeds when an experiment "
+        "names none.",
+    )
+    shadow_queue: int = Field(
+        default=256,
+        ge=1,
+        description="Sampled requests waiting for the shadow candidate at most; more are "
+        "dropped and counted (the request never waits for the shadow).",
+    )
+
 
 def bounded_to_cores(name: str, value: int, cores: int | None = None) -> int:
     """``value`` capped at the machine's cores, with a warning that names the value used:

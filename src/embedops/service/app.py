@@ -23,8 +23,10 @@ from embedops.service.batcher import Batcher
 from embedops.service.errors import install_error_handlers
 from embedops.service.limits import RateLimits
 from embedops.service.metrics import ServiceMetrics
-from embedops.service.routes import collections, embeddings, health, similarity
+from embedops.service.request_ids import RequestIds
+from embedops.service.routes import collections, embeddings, experiments, health, similarity
 from embedops.service.state import Services
+from embedops.service.variants import ServedModel, Variants
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +107,11 @@ def create_app(settings: Settings) -> FastAPI:
             on_batch=metrics.observe_batch,
         )
         batcher.start()
+        variants = Variants(
+            settings=settings,
+            default=ServedModel(processor=processor, batcher=batcher),
+            metrics=metrics,
+        )
         app.state.services = Services(
             settings=settings,
             processor=processor,
@@ -113,10 +120,13 @@ def create_app(settings: Settings) -> FastAPI:
             keys=KeyStore(keys_path(settings)),
             limits=RateLimits(settings),
             metrics=metrics,
+            variants=variants,
         )
+        await variants.start()
         try:
             yield
         finally:
+            await variants.stop()
             await batcher.stop()
             processor.close()
             logger.info("service stopped")
@@ -128,10 +138,17 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (embeddings, similarity, collections, health):
+    for module in (embeddings, similarity, collections, health, experiments):
         app.include_router(module.router)
     app.add_middleware(_Observe, metrics=metrics, limits=lambda: app.state.services.limits)
+    app.add_middleware(RequestIds, variants=lambda: _variants(app))
     return app
+
+
+def _variants(app: FastAPI) -> Variants | None:
+    """The app's ``Variants`` once the lifespan made them."""
+    services: Services | None = getattr(app.state, "services", None)
+    return services.variants if services is not None else None
 
 
 def app_from_env() -> FastAPI:

@@ -78,6 +78,9 @@ class SimilarityRequest(BaseModel):
     pairs: list[tuple[str, str]] | None = Field(default=None, min_length=1)
     collection: str | None = None
     id_pairs: list[tuple[str, str]] | None = Field(default=None, min_length=1)
+    user: str | None = Field(
+        default=None, max_length=256, description="Your end user's id (experiment stickiness)."
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> SimilarityRequest:
@@ -115,6 +118,9 @@ class SearchRequest(BaseModel):
     k: int = Field(default=10, ge=1, le=10_000)
     filter: dict[str, Scalar] = Field(
         default_factory=dict, description="Equality on stored fields: {field: value}."
+    )
+    user: str | None = Field(
+        default=None, max_length=256, description="Your end user's id (experiment stickiness)."
     )
 
     @model_validator(mode="after")

@@ -18,15 +18,14 @@ from starlette.requests import Request
 
 from embedops.config import Settings
 from embedops.errors import StoreError
-from embedops.models.base import Embedder, ModelSpec
+from embedops.models.base import Embedder
 from embedops.processor import EmbeddingProcessor
-from embedops.registry import ModelRegistry
 from embedops.service.auth import ApiKey, KeyStore
 from embedops.service.batcher import Batcher
 from embedops.service.errors import InvalidRequest
 from embedops.service.limits import RateLimits
 from embedops.service.metrics import ServiceMetrics
-from embedops.service.resolve import resolve_model_name
+from embedops.service.variants import ServedModel, Variants
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -79,6 +78,7 @@ class Services:
     keys: KeyStore
     limits: RateLimits
     metrics: ServiceMetrics
+    variants: Variants  # the running experiment's models (service/variants.py)
     writers: CollectionWriters = field(default_factory=CollectionWriters)
     started: float = field(default_factory=time.time)
 
@@ -89,11 +89,13 @@ class Services:
 
         return read_tokenizer(self.embedder.spec.path / "tokenizer.json")
 
-    async def count(self, texts: Sequence[str]) -> list[int]:
-        """Each text's token count (special tokens included, before truncation)."""
+    async def count(self, texts: Sequence[str], embedder: Embedder | None = None) -> list[int]:
+        """Each text's token count (special tokens included, before truncation) by
+        ``embedder``'s tokenizer (default: the service's model)."""
+        embedder = embedder or self.embedder
         if len(texts) <= _INLINE_COUNT:
-            return self.embedder.count_tokens(texts)
-        return await run_in_threadpool(self.embedder.count_tokens, texts)
+            return embedder.count_tokens(texts)
+        return await run_in_threadpool(embedder.count_tokens, texts)
 
     async def embed(
         self,
@@ -103,9 +105,11 @@ class Services:
         *,
         counts: Sequence[int] | None = None,
         param: str = "input",
+        model: ServedModel | None = None,
     ) -> tuple[NDArray[np.float32], int]:
         """Embed ``texts`` for ``key``: count tokens (or take ``counts``), refuse or truncate
-        texts over the model's limit, charge the tokens to the key, embed in shared batches.
+        texts over the model's limit, charge the tokens to the key, embed in shared batches
+        of ``model`` (a variant's, from ``variants.choose``; default: the service's model).
 
         Returns:
             The vectors and the tokens used (each text's count, capped at the model's limit).
@@ -115,8 +119,10 @@ class Services:
             RateLimited: over the key's tokens per minute.
             Overloaded: the batcher's queue is full.
         """
-        lengths = list(counts) if counts is not None else await self.count(texts)
-        limit = self.embedder.spec.max_tokens
+        embedder = model.processor.embedder if model is not None else self.embedder
+        batcher = model.batcher if model is not None else self.batcher
+        lengths = list(counts) if counts is not None else await self.count(texts, embedder)
+        limit = embedder.spec.max_tokens
         if not self.settings.truncate:
             over = [(i, n) for i, n in enumerate(lengths) if n > limit]
             if over:
@@ -131,21 +137,12 @@ class Services:
         tokens = sum(capped)
         await self.limits.hit(key, tokens=tokens)
         self.metrics.tokens.labels(key.id).inc(tokens)
-        self.metrics.queue_depth.set(self.batcher.queued + len(texts))
+        self.metrics.queue_depth.set(batcher.queued + len(texts))
         try:
-            vectors = await self.batcher.embed(texts, capped)
+            vectors = await batcher.embed(texts, capped)
         finally:
-            self.metrics.queue_depth.set(self.batcher.queued)
+            self.metrics.queue_depth.set(batcher.queued)
         return vectors, tokens
-
-    def resolve_model(self, requested: str | None) -> ModelSpec:
-        """The served model, if ``requested`` names it (see ``service.resolve``).
-
-        Raises:
-            ModelNotFound: it names another model.
-        """
-        registry = ModelRegistry(store=self.settings.store)
-        return resolve_model_name(requested, self.embedder.spec, self.settings.model, registry)
 
     async def in_thread(self, work: Callable[[], T]) -> T:
         """Run blocking store work in a thread."""

@@ -85,11 +85,13 @@ async def create_embeddings(
     body: EmbeddingRequest, request: Request, key: EmbedKey, services: ServicesDep
 ) -> Response:
     """Embed a text, a list of texts or token ids (OpenAI's request and response)."""
-    spec = services.resolve_model(body.model)
+    model = services.variants.choose(request, key, body.model, user=body.user)
+    spec = model.spec
     texts, counts = _texts(body, services)
     if body.dimensions is not None and body.dimensions > spec.dim:
         _shape(np.zeros((0, spec.dim), dtype=np.float32), body.dimensions)
-    vectors, tokens = await services.embed(request, key, texts, counts=counts)
+    vectors, tokens = await services.embed(request, key, texts, counts=counts, model=model)
+    services.variants.shadow_embed(request, model, texts, vectors)
     vectors = _shape(vectors, body.dimensions)
     if body.encoding_format == "base64":
         little = vectors.astype("<f4")
@@ -112,14 +114,17 @@ async def create_embeddings(
 
 @router.get("/models", response_model=ModelList)
 async def list_models(key: AnyKey, services: ServicesDep) -> ModelList:
-    """The served model, in OpenAI's list shape."""
-    spec = services.embedder.spec
-    card = ModelCard(
-        id=spec.name,
-        created=int(services.started),
-        version=spec.version,
-        dimensions=spec.dim,
-        max_tokens=spec.max_tokens,
-        backend=services.processor.backend,
-    )
-    return ModelList(data=[card])
+    """The served models (the service's, then a running experiment's), in OpenAI's list
+    shape."""
+    cards = [
+        ModelCard(
+            id=model.spec.name,
+            created=int(services.started),
+            version=model.version,
+            dimensions=model.spec.dim,
+            max_tokens=model.spec.max_tokens,
+            backend=model.processor.backend,
+        )
+        for model in services.variants.served()
+    ]
+    return ModelList(data=cards)

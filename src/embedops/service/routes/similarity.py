@@ -19,7 +19,8 @@ async def similarity(
     """One cosine per pair: ``pairs`` of texts (scope ``embed``) or ``id_pairs`` of items
     stored in ``collection`` (scope ``search``)."""
     key = await require("search" if body.id_pairs is not None else "embed")(request)
-    spec = services.resolve_model(body.model)
+    model = services.variants.choose(request, key, body.model, user=body.user)
+    spec = model.spec
     most = services.settings.max_input_items
     pairs = body.pairs if body.pairs is not None else body.id_pairs or []
     if len(pairs) * 2 > most:
@@ -33,10 +34,11 @@ async def similarity(
         empty = [i for i, (a, b) in enumerate(body.pairs) if not a.strip() or not b.strip()]
         if empty:
             raise InvalidRequest(f"pairs[{empty[0]}] holds an empty text", param="pairs")
-        vectors, tokens = await services.embed(request, key, wanted, param="pairs")
+        vectors, tokens = await services.embed(request, key, wanted, param="pairs", model=model)
+        services.variants.shadow_embed(request, model, wanted, vectors)
     else:
         collection = body.collection or ""
-        vectors = await services.in_thread(lambda: services.processor.vectors(collection, wanted))
+        vectors = await services.in_thread(lambda: model.processor.vectors(collection, wanted))
     row = {item: i for i, item in enumerate(wanted)}
     scores = [float(np.dot(vectors[row[a]], vectors[row[b]])) for a, b in pairs]
     return SimilarityResponse(
