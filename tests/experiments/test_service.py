@@ -120,6 +120,13 @@ def test_admin_endpoints_need_the_admin_scope(live: Live) -> None:
     assert httpx.get(f"{url}/x/report", headers=auth(embed_token)).status_code == 403
     listed = httpx.get(url, headers=auth(live.admin))
     assert listed.status_code == 200 and listed.json()["active"] is None
+    bad = {"variants": [{"label": "a", "model": "/nowhere/model", "weight": 1}]}
+    refused = httpx.put(f"{url}/bad", json=bad, headers=auth(live.admin))
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "variants"
+    invalid = {"variants": [{"label": "A B", "model": live.a, "weight": 1}]}
+    refused = httpx.put(f"{url}/bad", json=invalid, headers=auth(live.admin))
+    assert refused.status_code == 400 and "not a valid name" in refused.json()["error"]["message"]
+    assert httpx.get(url, headers=auth(live.admin)).json()["data"] == []
     missing = httpx.get(f"{url}/missing", headers=auth(live.admin))
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "experiment_not_found"

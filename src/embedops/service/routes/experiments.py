@@ -13,13 +13,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from embedops.errors import EmbedopsError
+from embedops.errors import EmbedopsError, ModelLoadError
 from embedops.experiments.definitions import Experiment
 from embedops.experiments.manage import build_experiment
 from embedops.experiments.report import experiment_report
 from embedops.service.auth import ApiKey
 from embedops.service.deps import ServicesDep, require
-from embedops.service.errors import PermissionDenied, ServiceError
+from embedops.service.errors import InvalidRequest, PermissionDenied, ServiceError
 from embedops.service.state import Services
 
 router = APIRouter(prefix="/v1", tags=["experiments"])
@@ -117,17 +117,20 @@ async def put_experiment(
 ) -> dict[str, Any]:
     """Create or replace experiment ``name`` and run it (its models load before the answer)."""
     variants = services.variants
-    experiment = await services.in_thread(
-        lambda: build_experiment(
-            services.settings,
-            name,
-            [(v.label, v.model, v.weight) for v in body.variants],
-            sticky=body.sticky,
-            shadow=body.shadow,
-            shadow_rate=body.shadow_rate,
-            collection=body.collection,
+    try:
+        experiment = await services.in_thread(
+            lambda: build_experiment(
+                services.settings,
+                name,
+                [(v.label, v.model, v.weight) for v in body.variants],
+                sticky=body.sticky,
+                shadow=body.shadow,
+                shadow_rate=body.shadow_rate,
+                collection=body.collection,
+            )
         )
-    )
+    except ModelLoadError as exc:  # a model the request names that cannot be found
+        raise InvalidRequest(str(exc), param="variants") from exc
     stored = await services.in_thread(lambda: variants.store.put(experiment, replace=True))
     try:
         await variants.refresh()
