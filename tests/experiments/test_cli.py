@@ -103,3 +103,39 @@ def test_promote_goes_through_the_quality_gate(tmp_path: Path, models: dict[str,
     promoted = ExperimentStore(store).get("ab")
     assert (promoted.status, promoted.promoted) == ("promoted", "a")
     assert promoted.ended is not None
+
+
+def test_definitions_store(tmp_path: Path, models: dict[str, Path]) -> None:
+    import dataclasses
+
+    import pytest
+
+    from embedops.errors import ConfigError
+    from embedops.experiments.definitions import Experiment, Variant
+
+    experiments = ExperimentStore(tmp_path / "store")
+    assert experiments.list() == [] and experiments.running() is None
+    variant = Variant(label="a", model="m", weight=1.0, version="v", backend="hash")
+    first = experiments.create(Experiment(name="one", variants=(variant,)))
+    assert experiments.running() == first
+    # A running experiment may be replaced (new weights); its start time is kept.
+    heavier = dataclasses.replace(variant, weight=3.0)
+    replaced = experiments.put(
+        Experiment(name="one", variants=(heavier,), started="2000-01-01T00:00:00+00:00"),
+        replace=True,
+    )
+    assert replaced.started == first.started and experiments.get("one").variants == (heavier,)
+    experiments.finish("one")
+    # An ended experiment's name stays taken: its log belongs to its report.
+    with pytest.raises(ConfigError, match="exists \\(stopped\\)"):
+        experiments.put(Experiment(name="one", variants=(variant,)), replace=True)
+    for bad in (
+        {"name": "Bad Name"},
+        {"variants": ()},
+        {"variants": (variant, variant)},
+        {"variants": (dataclasses.replace(variant, weight=0.0),)},
+    ):
+        with pytest.raises(ConfigError):
+            Experiment(**({"name": "x", "variants": (variant,)} | bad))  # type: ignore[arg-type]
+    assert json.loads(experiments.path.read_text())["experiments"]["one"]["status"] == "stopped"
+    assert experiments.log_path("one") == tmp_path / "store" / ".experiments" / "one.sqlite"

@@ -282,16 +282,16 @@ class ExperimentStore:
 
         Args:
             experiment: the definition.
-            replace: replace an experiment of the same name (its start time is kept while it
-                keeps running, so its log and report continue).
+            replace: replace a running experiment of the same name (its start time is kept,
+                so its log and report continue).
 
         Raises:
-            ConfigError: the name is taken (and ``replace`` is off), or another experiment is
-                running.
+            ConfigError: the name is taken (and ``replace`` is off, or that experiment ended:
+                its log belongs to its report), or another experiment is running.
         """
         with self._edit() as experiments:
             known = experiments.get(experiment.name)
-            if known is not None and not replace:
+            if known is not None and (not replace or known.status != "running"):
                 raise ConfigError(
                     f"experiment {experiment.name!r} exists ({known.status}); choose another name"
                 )

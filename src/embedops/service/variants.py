@@ -154,8 +154,10 @@ class Variants:
                 continue
             try:
                 await self.refresh()
-            except (EmbedopsError, OSError) as exc:
+            except EmbedopsError as exc:
                 logger.error("experiments changed, but cannot serve them: %s", exc)
+            except Exception:  # a failed reload must not end the polling: the old set serves
+                logger.exception("experiments changed; reloading them failed")
 
     def wanted(self) -> Experiment | None:
         """The experiment the settings and the store say to serve now."""
