@@ -217,8 +217,10 @@ class Variants:
             for v in wanted.variants
         }
         same = self.experiment is not None and self.experiment.name == wanted.name
-        log = self.log if same and self.log is not None else None
-        log = log or await run_in_threadpool(ExperimentLog, self.store.log_path(wanted.name))
+        if same and self.log is not None:
+            log = self.log
+        else:
+            log = await run_in_threadpool(ExperimentLog, self.store.log_path(wanted.name))
         shadow = None
         if wanted.shadow is not None and candidate is not None:
             shadow = self._shadow(wanted.name, wanted.shadow, candidate, log)
