@@ -165,3 +165,14 @@ def test_decision(
         assert report["test"]["p_value"] == pytest.approx(expected[1], abs=1e-6)
         assert report["test"]["significant"] == (expected[1] < 0.05)
     assert "b" in report["reason"]
+
+
+def test_feedback_reaches_a_closed_log(tmp_path: Path) -> None:
+    _, log = _store(tmp_path)
+    log.add(_request("r1", "a", 5.0, returned=["x"]))
+    log.flush()
+    log.close()  # the service moved on; feedback for its requests still lands
+    assert log.add_feedback("r1", ["x"], [])
+    assert not log.add_feedback("r2", ["x"], [])
+    report = experiment_report(tmp_path / "store", "ab")
+    assert report["variants"][0]["feedback"] == 1

@@ -124,6 +124,7 @@ class ExperimentLog:
         )
         self._db = connect(path)
         self._lock = threading.Lock()  # one user of the connection at a time
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="embedops-explog", daemon=True)
         self._thread.start()
 
@@ -141,6 +142,8 @@ class ExperimentLog:
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until what was queued before the call is committed (call from a thread, never
         from the event loop)."""
+        if not self._thread.is_alive():
+            return  # closed: everything was committed
         done = threading.Event()
         self._queue.put(done)
         done.wait(timeout)
@@ -150,6 +153,7 @@ class ExperimentLog:
         self._queue.put(None)
         self._thread.join(timeout=30)
         with self._lock:
+            self._closed = True
             self._db.close()
 
     def _run(self) -> None:
@@ -228,7 +232,10 @@ class ExperimentLog:
         """
         self.flush()
         with self._lock:
-            return _insert_feedback(self._db, request_id, clicked, relevant)
+            if not self._closed:
+                return _insert_feedback(self._db, request_id, clicked, relevant)
+        # Closed meanwhile (the service moved to another experiment): the file stays.
+        return add_feedback_to_file(self.path, request_id, clicked, relevant)
 
 
 def add_feedback_to_file(
