@@ -8,9 +8,11 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from embedops import EmbeddingProcessor
 from embedops.cli import app
 from embedops.experiments.definitions import ExperimentStore
 from embedops.registry import PRODUCTION, ModelRegistry
+from embedops.store import VectorStore
 from tests.experiments.conftest import register, register_evaluated, tiny_model
 
 runner = CliRunner()
@@ -81,8 +83,15 @@ def test_promote_goes_through_the_quality_gate(tmp_path: Path, models: dict[str,
     version_a = register_evaluated(store, models["a"], passed=True)
     version_b = register(store, models["b"])  # never evaluated
     failing = register_evaluated(store, tiny_model(tmp_path / "m", "model-c", 16), passed=False)
+    # The collection is published with b's table; a's is built beside it.
+    items = [{"id": "1", "text": "red hat"}, {"id": "2", "text": "blue shirt"}]
+    for version in (version_b, version_a):
+        with EmbeddingProcessor(store=store, model=version, backend="hash") as processor:
+            processor.upsert("docs", items)
+    catalog = VectorStore(store).catalog
+    assert catalog.published("docs").model_version == version_b  # type: ignore[union-attr]
     code, _, stderr = _run(
-        "experiments", "create", "ab", "--store", s,
+        "experiments", "create", "ab", "--store", s, "--collection", "docs",
         "--variant", f"a={version_a}:50", "--variant", f"b={version_b}:40",
         "--variant", f"c={failing}:10",
     )  # fmt: skip
@@ -95,11 +104,13 @@ def test_promote_goes_through_the_quality_gate(tmp_path: Path, models: dict[str,
     assert code == 12 and "quality gate failed" in stderr
     assert PRODUCTION not in registry.aliases()
     assert ExperimentStore(store).get("ab").status == "running"
+    assert catalog.published("docs").model_version == version_b  # type: ignore[union-attr]
 
     code, stdout, stderr = _run("experiments", "promote", "ab", "a", "--store", s)
     assert "production -> " in stdout
     assert code == 0, stderr
     assert registry.aliases()[PRODUCTION].version == version_a
+    assert catalog.published("docs").model_version == version_a  # type: ignore[union-attr]
     promoted = ExperimentStore(store).get("ab")
     assert (promoted.status, promoted.promoted) == ("promoted", "a")
     assert promoted.ended is not None
