@@ -145,8 +145,8 @@ def _interval(value: dict[str, Any] | None, percent: bool = True) -> str:
     if value is None:
         return "-"
     if percent:
-        return f"{value['value']:.1%} [{value['low']:.1%}, {value['high']:.1%}]"
-    return f"{value['value']:.3f} [{value['low']:.3f}, {value['high']:.3f}]"
+        return f"{value['value']:.1%} ({100 * value['low']:.1f}-{100 * value['high']:.1f})"
+    return f"{value['value']:.2f} ({value['low']:.2f}-{value['high']:.2f})"
 
 
 @experiments_app.command()
@@ -167,25 +167,34 @@ def report(
         if json_out:
             out.print_json(json.dumps(data))
             return
-        table = Table(title=f"experiment {name} ({data['status']}, since {data['started']})")
-        for column in ("variant", "share", "requests", "errors", "p50/p95/p99 ms", "feedback"):
-            table.add_column(column)
-        for column in ("CTR", "MRR", "recall@k"):
-            table.add_column(column)
+        _print(f"experiment {name}: {data['status']} since {data['started']}")
+        for v in data["variants"]:
+            _print(f"  {v['label']}: {v['model_version']} ({v['weight']:.0%} of traffic)")
+        traffic = Table(title="traffic (95% intervals)")
+        columns = ("variant", "requests", "feedback", "error rate", "p50 ms", "p95 ms", "p99 ms")
+        for column in columns:
+            traffic.add_column(column, no_wrap=True)
+        quality = Table(title="quality (95% intervals)")
+        k = next((v["recall_at_k"]["k"] for v in data["variants"] if v["recall_at_k"]), 10)
+        for column in ("variant", "CTR", "MRR", f"recall@{k}"):
+            quality.add_column(column, no_wrap=True)
         for v in data["variants"]:
             latency = v["latency_ms"]
-            table.add_row(
-                f"{v['label']} ({v['model_version']})",
-                f"{v['weight']:.0%}",
+            traffic.add_row(
+                v["label"],
                 str(v["requests"]),
-                _interval(v["error_rate"]),
-                f"{latency['p50']:.1f}/{latency['p95']:.1f}/{latency['p99']:.1f}",
                 str(v["feedback"]),
+                _interval(v["error_rate"]),
+                *(f"{latency[p]:.1f}" for p in ("p50", "p95", "p99")),
+            )
+            quality.add_row(
+                v["label"],
                 _interval(v["ctr"]),
                 _interval(v["mrr"], percent=False),
                 _interval(v["recall_at_k"], percent=False),
             )
-        out.print(table)
+        out.print(traffic)
+        out.print(quality)
         test = data["test"]
         p_value = "n/a" if test["p_value"] is None else f"{test['p_value']:.3g}"
         _print(f"test: {test['method']} on {test['metric']}: p = {p_value}")
