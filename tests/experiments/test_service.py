@@ -283,3 +283,61 @@ def test_cli_changes_take_effect_without_restart(live: Live) -> None:
     while _embed(live, token).headers["x-embedops-variant"] != "default":
         assert time.monotonic() < deadline, "the service did not drop the experiment"
         time.sleep(0.1)
+
+
+def test_sticky_by_user(live: Live) -> None:
+    body = {
+        "variants": [
+            {"label": "a", "model": live.a, "weight": 1},
+            {"label": "b", "model": live.b, "weight": 1},
+        ],
+        "sticky": "user",
+    }
+    assert live.put("users", body).status_code == 200
+    experiment = ExperimentStore(live.store).get("users")
+    try:
+        tokens = [live.key()[0] for _ in range(4)]
+        for user in ("alice", "bob", "carol", "dave", "erin"):
+            labels = set()
+            for token in tokens:  # other keys, same user: same variant
+                reply = httpx.post(
+                    f"{live.server.url}/v1/embeddings",
+                    json={"input": "hat", "model": "all-MiniLM-L6-v2", "user": user},
+                    headers=auth(token),
+                )
+                labels.add(reply.headers["x-embedops-variant"])
+            assert labels == {assign(experiment, user).label}, user
+    finally:
+        live.stop("users")
+
+
+def test_experiment_setting(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    version = register(store, tiny_model(tmp_path / "models", "model-a", 32))
+    settings = Settings(store=store, backend="hash")
+    ExperimentStore(store).create(build_experiment(settings, "running", [("a", version, 1.0)]))
+    # EMBEDOPS_EXPERIMENT=off: the running experiment is not served.
+    server = Server(store, experiment="off")
+    try:
+        assert _embed_default(server).headers["x-embedops-variant"] == "default"
+    finally:
+        server.stop()
+    # A name: that experiment (here the running one).
+    server = Server(store, experiment="running")
+    try:
+        assert _embed_default(server).headers["x-embedops-variant"] == "a"
+    finally:
+        server.stop()
+    # A name the store lacks: the service refuses to start, saying why.
+    with pytest.raises(RuntimeError, match="EMBEDOPS_EXPERIMENT=missing names no experiment"):
+        Server(store, experiment="missing")
+
+
+def _embed_default(server: Server) -> httpx.Response:
+    reply = httpx.post(
+        f"{server.url}/v1/embeddings",
+        json={"input": "hat", "model": "all-MiniLM-L6-v2"},
+        headers=auth(server.key("embed")),
+    )
+    assert reply.status_code == 200, reply.text
+    return reply
