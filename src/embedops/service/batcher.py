@@ -93,6 +93,7 @@ class Batcher:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="embedops-batch")
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     @property
     def queued(self) -> int:
@@ -104,7 +105,8 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._dispatch())
 
     async def stop(self) -> None:
-        """Embed what is queued and in flight, then stop."""
+        """Embed what is queued and in flight, then stop (later texts are refused)."""
+        self._stopping = True
         while self._items or self._running:
             await asyncio.sleep(0.01)
         if self._task is not None:
@@ -117,11 +119,16 @@ class Batcher:
         """Vectors of ``texts`` (token counts ``lengths``), embedded in shared batches.
 
         Raises:
-            Overloaded: the queue is full.
+            Overloaded: the queue is full, or the batcher is stopping.
         """
         dim = self.embedder.spec.dim
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
+        if self._stopping:  # nothing would embed them
+            raise Overloaded(
+                f"model {self.embedder.spec.version} is being unloaded; retry after 1s",
+                headers={"retry-after": "1"},
+            )
         if len(self._items) + len(texts) > self.max_queued:
             raise Overloaded(
                 f"the service is busy ({len(self._items)} texts queued, at most "

@@ -53,6 +53,8 @@ from embedops.service.resolve import model_names, resolve_model_name
 
 logger = logging.getLogger(__name__)
 DEFAULT = "default"
+# Seconds a model no longer served stays loaded after a swap, for requests already assigned.
+RETIRE_AFTER_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class Variants:
         self._lock = asyncio.Lock()
         self._stamp: int | None = None
         self._task: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
 
     # Lifetime
 
@@ -146,6 +149,9 @@ class Variants:
                 await self._task
         async with self._lock:
             await self._swap(None, {}, {}, None, None)
+        for task in list(self._retiring):
+            task.cancel()  # retire now: the service is stopping
+        await asyncio.gather(*self._retiring)
 
     async def _poll(self) -> None:
         while True:
@@ -266,18 +272,30 @@ class Variants:
         log: ExperimentLog | None,
         shadow: ShadowRunner | None,
     ) -> None:
-        """Serve the new set, then retire what it no longer uses."""
+        """Serve the new set, then retire what it no longer uses: models after
+        ``RETIRE_AFTER_S`` seconds (a request assigned one just before the swap still reaches
+        its batcher), the shadow and the log at once (requests never wait on them)."""
         old_models, old_log, old_shadow = self._models, self.log, self.shadow
         self.experiment, self._models, self._labels = experiment, models, labels
         self.log, self.shadow = log, shadow
         if old_shadow is not None and old_shadow is not shadow:
             await run_in_threadpool(old_shadow.stop)
-        for version, model in old_models.items():
-            if models.get(version) is not model:
-                await model.batcher.stop()
-                model.processor.close()
         if old_log is not None and old_log is not log:
             await run_in_threadpool(old_log.close)
+        retired = [m for v, m in old_models.items() if models.get(v) is not m]
+        if retired:
+            task = asyncio.get_running_loop().create_task(self._retire(retired, RETIRE_AFTER_S))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, models: list[ServedModel], delay: float) -> None:
+        """Stop ``models`` after ``delay`` seconds (cancelled: at once)."""
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(delay)
+        for model in models:
+            await model.batcher.stop()
+            model.processor.close()
+        logger.info("unloaded %s", ", ".join(m.version for m in models))
 
     # Requests
 
