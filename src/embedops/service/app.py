@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedops.config import Settings
+from embedops.monitoring.service import ServiceMonitor, served_batchers
 from embedops.processor import EmbeddingProcessor
 from embedops.service.auth import KeyStore, keys_path
 from embedops.service.batcher import Batcher
@@ -31,13 +32,13 @@ logger = logging.getLogger(__name__)
 
 class _Observe:
     """ASGI middleware: rate-limit headers on every keyed response, and request metrics by
-    route template and status."""
+    route template, status, model version and variant (``ServiceMonitor.request``)."""
 
     def __init__(
-        self, app: ASGIApp, metrics: ServiceMetrics, limits: Callable[[], RateLimits]
+        self, app: ASGIApp, monitor: ServiceMonitor, limits: Callable[[], RateLimits]
     ) -> None:
         self.app = app
-        self.metrics = metrics
+        self.monitor = monitor
         self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -64,10 +65,9 @@ class _Observe:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(path, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+            path = getattr(scope.get("route"), "path", "unmatched")
+            seconds = time.perf_counter() - started
+            self.monitor.request(path, scope["method"], status, seconds, scope.get("state", {}))
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -78,6 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
         >>> uvicorn.run(create_app(Settings(backend="hash")), port=8000)
     """
     metrics = ServiceMetrics()
+    monitor = ServiceMonitor(settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -113,10 +114,13 @@ def create_app(settings: Settings) -> FastAPI:
             keys=KeyStore(keys_path(settings)),
             limits=RateLimits(settings),
             metrics=metrics,
+            monitor=monitor,
         )
+        monitor.start(lambda: served_batchers(app.state.services))
         try:
             yield
         finally:
+            await monitor.stop()
             await batcher.stop()
             processor.close()
             logger.info("service stopped")
@@ -130,7 +134,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for module in (embeddings, similarity, collections, health):
         app.include_router(module.router)
-    app.add_middleware(_Observe, metrics=metrics, limits=lambda: app.state.services.limits)
+    app.add_middleware(_Observe, monitor=monitor, limits=lambda: app.state.services.limits)
     return app
 
 

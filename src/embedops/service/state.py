@@ -19,6 +19,7 @@ from starlette.requests import Request
 from embedops.config import Settings
 from embedops.errors import StoreError
 from embedops.models.base import Embedder, ModelSpec
+from embedops.monitoring.service import ServiceMonitor
 from embedops.processor import EmbeddingProcessor
 from embedops.registry import ModelRegistry
 from embedops.service.auth import ApiKey, KeyStore
@@ -79,6 +80,7 @@ class Services:
     keys: KeyStore
     limits: RateLimits
     metrics: ServiceMetrics
+    monitor: ServiceMonitor  # metrics, cache, drift, canary, history (monitoring/service.py)
     writers: CollectionWriters = field(default_factory=CollectionWriters)
     started: float = field(default_factory=time.time)
 
@@ -130,12 +132,7 @@ class Services:
         capped = [min(n, limit) for n in lengths]
         tokens = sum(capped)
         await self.limits.hit(key, tokens=tokens)
-        self.metrics.tokens.labels(key.id).inc(tokens)
-        self.metrics.queue_depth.set(self.batcher.queued + len(texts))
-        try:
-            vectors = await self.batcher.embed(texts, capped)
-        finally:
-            self.metrics.queue_depth.set(self.batcher.queued)
+        vectors = await self.monitor.embed(key.id, self.batcher, texts, capped)
         return vectors, tokens
 
     def resolve_model(self, requested: str | None) -> ModelSpec:

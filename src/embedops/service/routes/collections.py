@@ -100,7 +100,7 @@ async def upsert(
         ),
     )
     await services.limits.charge(key, report.tokens)
-    services.metrics.tokens.labels(key.id).inc(report.tokens)
+    services.metrics.tokens.labels(key.id, processor.embedder.spec.version).inc(report.tokens)
     quarantine: list[Quarantined] = []
     if report.quarantine_path:
         for line in Path(report.quarantine_path).read_text(encoding="utf-8").splitlines():
