@@ -2,14 +2,14 @@
 
 The first ``drift_window`` texts a model version embeds are its **baseline**; it is saved to
 ``<store>/.monitoring/baseline-<version>.json`` and reused after a restart (delete the file to
-take a new one). The **current window** is the last ``drift_window / 2`` to ``drift_window``
-texts: two halves of incremental sums, the older dropped when the newer fills. Signals of the
-current window against the baseline:
+take a new one). The **current window** is the last ``3/4 drift_window`` to ``drift_window``
+texts: ``PARTS`` parts of incremental sums, the oldest dropped when a new one starts. Signals
+of the current window against the baseline:
 
 - ``length_shift``: population stability index (PSI) of the token-length histograms (bins in
   ``LENGTH_EDGES``; under 0.1 is no change, over 0.2 a clear one);
 - ``unknown_token_rate``: share of ``[UNK]`` ids when the model's tokenizer tokenises a sample
-  of the window's texts (``UNK_SAMPLE`` a half and refresh); every backend, the hash and
+  of the window's texts (``UNK_SAMPLE`` a part and refresh); every backend, the hash and
   static ones too, has the model's ``tokenizer.json``, so the rate is that tokenizer's;
 - ``centroid_shift``: 1 - cosine of the window's mean vector with the baseline's;
 - ``norm_mean`` and ``norm_std``: of the vectors' L2 norms (1 and 0 for normalised models; a
@@ -28,6 +28,7 @@ import math
 import os
 import re
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,15 +38,20 @@ import numpy as np
 from numpy.typing import NDArray
 from prometheus_client import CollectorRegistry, Gauge
 
+from embedops.config import Settings
+
 logger = logging.getLogger(__name__)
 
 SIGNALS = ("length_shift", "unknown_token_rate", "centroid_shift")
 # Token-length bins: [edge[i], edge[i + 1]), the last open-ended.
 LENGTH_EDGES = np.asarray([0, 8, 12, 16, 20, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512])
-# Texts of a half window kept, between two refreshes, to measure the unknown-token rate.
+# Parts of the current window (it holds (PARTS - 1) / PARTS of drift_window at least).
+PARTS = 4
+# Texts of a part kept, between two refreshes, to measure the unknown-token rate.
 UNK_SAMPLE = 256
-# Share of a half window the current window needs before signals are computed.
+# Share of a part the current window needs before signals are computed.
 _MIN_SHARE = 0.1
+_MIN_TEXTS = 50  # ... and at most this many
 _PSI_FLOOR = 1e-4  # bin share floor: an empty bin would make PSI infinite
 
 
@@ -207,10 +213,19 @@ def signals(baseline: Stats, window: Stats, thresholds: dict[str, float]) -> dic
     return out
 
 
-def baseline_path(store: Path, version: str) -> Path:
+def thresholds(settings: Settings) -> dict[str, float]:
+    """The drift alert thresholds of ``settings`` by signal."""
+    return {
+        "length_shift": settings.drift_length_shift_max,
+        "unknown_token_rate": settings.drift_unknown_rate_max,
+        "centroid_shift": settings.drift_centroid_shift_max,
+    }
+
+
+def baseline_path(store: Path, version: str, prefix: str = "baseline") -> Path:
     """Where ``version``'s baseline is saved."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", version)
-    return store / ".monitoring" / f"baseline-{safe}.json"
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{prefix}-{version}")
+    return store / ".monitoring" / f"{safe}.json"
 
 
 @dataclass
@@ -218,8 +233,14 @@ class _Version:
     tokenizer_path: Path | None
     baseline: Stats | None = None
     forming: Stats = field(default_factory=Stats)
-    previous: Stats = field(default_factory=Stats)
-    current: Stats = field(default_factory=Stats)
+    parts: deque[Stats] = field(default_factory=lambda: deque([Stats()], maxlen=PARTS))
+
+    def window(self) -> Stats:
+        """The current window's sums."""
+        out = Stats()
+        for part in self.parts:
+            out = out.merged(part)
+        return out
 
 
 class DriftMonitor:
@@ -227,9 +248,10 @@ class DriftMonitor:
 
     Args:
         store: baselines go to ``<store>/.monitoring/`` (``None``: kept in memory only).
-        window: texts in the baseline window; the current window is half to all of it.
+        window: texts in the baseline window; the current window is 3/4 to all of it.
         thresholds: alert thresholds by signal (``SIGNALS``).
         gauges: Prometheus gauges to set on ``refresh`` (optional).
+        prefix: of the baseline files' names (batch runs keep theirs apart).
     """
 
     def __init__(
@@ -238,8 +260,10 @@ class DriftMonitor:
         window: int,
         thresholds: dict[str, float],
         gauges: DriftGauges | None = None,
+        prefix: str = "baseline",
     ) -> None:
         self.store = store
+        self.prefix = prefix
         self.window = window
         self.thresholds = thresholds
         self.gauges = gauges
@@ -267,9 +291,9 @@ class DriftMonitor:
                 state.forming.add(texts, lengths, vectors)
                 if state.forming.texts >= self.window:
                     state.baseline = self._keep(version, state.forming)
-            state.current.add(texts, lengths, vectors)
-            if state.current.texts >= self.window // 2:
-                state.previous, state.current = state.current, Stats()
+            state.parts[-1].add(texts, lengths, vectors)
+            if state.parts[-1].texts >= self.window / PARTS:
+                state.parts.append(Stats())
 
     def refresh(self, *, tokenize: bool = True) -> dict[str, dict[str, Any]]:
         """Tokenise the waiting samples (``tokenize``), compute every version's signals and set
@@ -283,22 +307,37 @@ class DriftMonitor:
         return values
 
     def values(self) -> dict[str, dict[str, Any]]:
-        """Signals by model version (versions without a baseline or enough window left out)."""
+        """Signals by model version (only the norms before a baseline; versions without enough
+        texts in the window left out)."""
         out: dict[str, dict[str, Any]] = {}
         with self._lock:
             states = list(self._versions.items())
-            windows = [(v, s.baseline, s.previous.merged(s.current)) for v, s in states]
+            windows = [(v, s.baseline, s.window()) for v, s in states]
+        least = max(1.0, min(_MIN_SHARE * self.window / PARTS, _MIN_TEXTS))
         for version, baseline, window in windows:
-            if baseline is None or window.texts < max(1, _MIN_SHARE * self.window / 2):
+            if window.texts < least:
                 continue
-            out[version] = signals(baseline, window, self.thresholds)
+            if baseline is None:  # the norms only, until there is a baseline
+                mean, std = window.norms()
+                out[version] = {"norm_mean": mean, "norm_std": std, "alerts": []}
+            else:
+                out[version] = signals(baseline, window, self.thresholds)
         return out
+
+    def keep_window(self, version: str) -> None:
+        """Save ``version``'s current window as its baseline, if it has none yet (the end of
+        a batch run whose window is the whole run)."""
+        with self._lock:
+            state = self._versions.get(version)
+            if state is None or state.baseline is not None:
+                return
+            state.baseline = self._keep(version, state.window())
 
     def _count_unknown(self) -> None:
         with self._lock:
             work: list[tuple[str, Path | None, list[tuple[Stats, list[str]]]]] = []
             for version, state in self._versions.items():
-                parts = [state.forming, state.previous, state.current]
+                parts = [state.forming, *state.parts]
                 taken = [(s, s.sample) for s in parts if s.sample]
                 for s in parts:
                     s.sample = []
@@ -335,7 +374,7 @@ class DriftMonitor:
     def _load(self, version: str) -> Stats | None:
         if self.store is None:
             return None
-        path = baseline_path(self.store, version)
+        path = baseline_path(self.store, version, self.prefix)
         try:
             baseline = Stats.from_json(json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
@@ -350,7 +389,7 @@ class DriftMonitor:
         """Save ``baseline``, unless another process saved one first (then use that)."""
         if self.store is None:
             return baseline
-        path = baseline_path(self.store, version)
+        path = baseline_path(self.store, version, self.prefix)
         saved = self._load(version)
         if saved is not None:
             return saved

@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from embedops.config import Settings
 from embedops.errors import InputError
 from embedops.monitoring.canary import Canary, CanaryGauges
-from embedops.monitoring.drift import DriftGauges, DriftMonitor
+from embedops.monitoring.drift import DriftGauges, DriftMonitor, thresholds
 from embedops.monitoring.history import HistoryWindow, append_line
 from embedops.pipeline import VectorCache
 from embedops.service.batcher import Batcher
@@ -39,15 +39,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_VARIANT = "default"
 # Routes whose requests the history counts (embedding, search, similarity, feedback, ...).
 HISTORY_PREFIX = "/v1/"
-
-
-def thresholds(settings: Settings) -> dict[str, float]:
-    """The drift alert thresholds by signal."""
-    return {
-        "length_shift": settings.drift_length_shift_max,
-        "unknown_token_rate": settings.drift_unknown_rate_max,
-        "centroid_shift": settings.drift_centroid_shift_max,
-    }
 
 
 def served_batchers(services: Any) -> list[Batcher]:

@@ -9,29 +9,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from embedops.monitoring.batches import batch_histograms
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-BATCH_TEXT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-BATCH_TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384)
-
-
-def batch_histograms(registry: CollectorRegistry) -> tuple[Histogram, Histogram]:
-    """``embedops_batch_texts`` and ``embedops_batch_tokens`` by model version (the service
-    and the batch jobs export the same)."""
-    texts = Histogram(
-        "embedops_batch_texts",
-        "Texts per model batch.",
-        ["model_version"],
-        buckets=BATCH_TEXT_BUCKETS,
-        registry=registry,
-    )
-    tokens = Histogram(
-        "embedops_batch_tokens",
-        "Tokens per model batch (before padding).",
-        ["model_version"],
-        buckets=BATCH_TOKEN_BUCKETS,
-        registry=registry,
-    )
-    return texts, tokens
 
 
 class ServiceMetrics:
