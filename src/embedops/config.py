@@ -250,6 +250,68 @@ class Settings(BaseSettings):
         "dropped and counted (the request never waits for the shadow).",
     )
 
+    # monitoring
+    monitor_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds between two lines of <store>/.monitoring/history.jsonl (and "
+        "between two refreshes of the drift gauges).",
+    )
+    service_cache_size: int = Field(
+        default=10_000,
+        ge=0,
+        le=10_000_000,
+        description="Vectors of repeated texts the service keeps in memory, per process, by "
+        "model version and text (0: no cache).",
+    )
+    drift_window: int = Field(
+        default=2000,
+        ge=10,
+        description="Texts in the baseline window (the first seen by a model version) and in "
+        "the current window drift is measured on.",
+    )
+    drift_length_shift_max: float = Field(
+        default=0.2,
+        gt=0,
+        description="Alert when the PSI of the input token-length histogram against the "
+        "baseline is above this.",
+    )
+    drift_unknown_rate_max: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="Alert when the share of unknown ([UNK]) tokens is above this.",
+    )
+    drift_centroid_shift_max: float = Field(
+        default=0.1,
+        gt=0,
+        le=2,
+        description="Alert when 1 - cosine of the window's embedding centroid with the "
+        "baseline's is above this.",
+    )
+    canary_pairs: Path | None = Field(
+        default=None,
+        description="TSV of held-out pairs for the quality canary (sentence1, sentence2, "
+        "score; or the STS-B layout); unset: no canary.",
+    )
+    canary_interval_s: float = Field(
+        default=3600.0, gt=0, description="Seconds between two quality canary runs."
+    )
+    canary_min_spearman: float = Field(
+        default=0.75,
+        ge=-1,
+        le=1,
+        description="Canary threshold (Spearman, 0-1) of a model version the registry has no "
+        "gate for.",
+    )
+    canary_tolerance: float = Field(
+        default=0.03,
+        ge=0,
+        le=1,
+        description="A registered version passes the canary at its gate's STS-B minimum less "
+        "this (the canary's pairs are a sample, its Spearman noisier than the gate's).",
+    )
+
 
 def bounded_to_cores(name: str, value: int, cores: int | None = None) -> int:
     """``value`` capped at the machine's cores, with a warning that names the value used:

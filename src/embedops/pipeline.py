@@ -356,6 +356,7 @@ class Run:
         self.options = options
         self.progress = progress
         self.cache = VectorCache(options.cache_size)
+        self._tokenizer_json = embedder.spec.path / "tokenizer.json"  # drift's [UNK] rate
         self._state: StoredState | None = None
         self._cache_lookups = 0  # texts looked up in the shared embedding cache
         self._position = 0
@@ -714,8 +715,11 @@ class Run:
         # One worker: embed here (a hand-off to a pool thread only adds GIL switches).
         run = map if self.options.workers == 1 else self._pool.map
         results = run(self._embed, chunks)
-        for batch, (matrix, errors) in zip(batches, results, strict=True):
+        for batch, chunk, (matrix, errors) in zip(batches, chunks, results, strict=True):
             vectors[np.asarray(batch)] = matrix
+            if self.metrics is not None:
+                counts = [min(lengths[i], limit) for i in batch]
+                self.metrics.observe_texts(chunk, counts, matrix, self._tokenizer_json)
             for j, error in errors.items():
                 failed[keys[batch[j]]] = error
             done += len(batch)

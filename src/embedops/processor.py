@@ -33,6 +33,7 @@ from embedops.errors import CollectionNotFound, ConfigError, EmbedopsError
 from embedops.models.base import Embedder
 from embedops.models.loader import BACKENDS, backend_of, load_embedder
 from embedops.models.processes import ProcessPoolEmbedder
+from embedops.monitoring.drift import thresholds as drift_thresholds
 from embedops.monitoring.job import JobMetrics
 from embedops.pipeline import (
     BadRowBudget,
@@ -304,6 +305,8 @@ class EmbeddingProcessor:
                     self.embedder.spec.version,
                     port=metrics_port,
                     textfile=Path(metrics_file) if metrics_file else None,
+                    drift_thresholds=drift_thresholds(self.settings),
+                    store=self.store_path,
                 )
                 if metrics_port is not None or metrics_file
                 else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 from typer.testing import CliRunner
@@ -52,7 +53,11 @@ def test_health_and_metrics_are_open(server: Server) -> None:
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     metrics = httpx.get(f"{server.url}/metrics")
     assert metrics.status_code == 200
-    assert 'embedops_requests_total{method="GET",route="/readyz",status="200"}' in metrics.text
+    assert re.search(
+        r'embedops_requests_total\{method="GET",model_version="[^"]+",route="/readyz",'
+        r'status="200",variant="default"\}',
+        metrics.text,
+    )
 
 
 def test_keys_are_stored_hashed_and_shown_once(tmp_path) -> None:  # type: ignore[no-untyped-def]

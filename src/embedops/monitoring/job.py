@@ -3,18 +3,29 @@
 Served while the run goes on (``--metrics-port``: Prometheus scrapes the process) or written
 to a file for node-exporter's textfile collector (``--metrics-file``: rewritten as the run
 goes and at its end). The names start with ``embedops_job_``; the service exports the same
-model version label.
+model version label. Beside them, the names the service exports where they apply to a run:
+``embedops_batch_texts`` and ``embedops_batch_tokens``, and the drift gauges
+(``monitoring.drift``): the whole run so far against the first run of the collection with
+that model version, whose sums are saved at its end to
+``<store>/.monitoring/run-<collection>-<version>.json`` (not the service's baseline: a run's
+documents are not the service's queries; not the run's first texts: a run embeds its texts
+sorted by length). The first run exports the norm statistics only.
 """
 
 from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from numpy.typing import NDArray
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 from prometheus_client import write_to_textfile as _write_textfile
+
+from embedops.monitoring.batches import batch_histograms
+from embedops.monitoring.drift import DriftGauges, DriftMonitor
 
 OUTCOMES = (
     "read",
@@ -38,8 +49,21 @@ class JobMetrics:
         port: int | None = None,
         textfile: Path | None = None,
         interval: float = 5.0,
+        drift_thresholds: dict[str, float] | None = None,
+        store: Path | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
+        self.model_version = model_version
+        self.batch_texts, self.batch_tokens = batch_histograms(self.registry)
+        limits = drift_thresholds or {
+            "length_shift": 0.2,
+            "unknown_token_rate": 0.05,
+            "centroid_shift": 0.1,
+        }
+        # A window that never rotates: the whole run.
+        self.drift = DriftMonitor(
+            store, 1 << 62, limits, DriftGauges(self.registry, limits), prefix=f"run-{collection}"
+        )
         labels = ["collection", "model_version"]
         self._labels = {"collection": collection, "model_version": model_version}
         self.rows = Gauge(
@@ -90,6 +114,19 @@ class JobMetrics:
     def observe_batch(self, seconds: float) -> None:
         self.batch_seconds.labels(**self._labels).observe(seconds)
 
+    def observe_texts(
+        self,
+        texts: Sequence[str],
+        lengths: Sequence[int],
+        vectors: NDArray[Any],
+        tokenizer: Path | None = None,
+    ) -> None:
+        """Record one model batch: its size, tokens, and drift sums (``tokenizer``: the
+        model's ``tokenizer.json``, for the unknown-token rate)."""
+        self.batch_texts.labels(self.model_version).observe(len(texts))
+        self.batch_tokens.labels(self.model_version).observe(sum(lengths))
+        self.drift.observe(self.model_version, texts, lengths, vectors, tokenizer)
+
     def update(
         self, report: Any, position: int, total: int, *, force: bool = False, done: bool = False
     ) -> None:
@@ -105,7 +142,11 @@ class JobMetrics:
         if done:
             self.up.labels(**self._labels).set(0)
         now = time.monotonic()
-        if self._textfile is not None and (force or now - self._last >= self._interval):
+        if force or now - self._last >= self._interval:
             self._last = now
-            self._textfile.parent.mkdir(parents=True, exist_ok=True)
-            _write_textfile(str(self._textfile), self.registry)
+            self.drift.refresh()
+            if self._textfile is not None:
+                self._textfile.parent.mkdir(parents=True, exist_ok=True)
+                _write_textfile(str(self._textfile), self.registry)
+        if done:  # after the last export: the first run has nothing to compare with
+            self.drift.keep_window(self.model_version)

@@ -17,29 +17,29 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedops.config import Settings
+from embedops.monitoring.service import ServiceMonitor, served_batchers
 from embedops.processor import EmbeddingProcessor
 from embedops.service.auth import KeyStore, keys_path
-from embedops.service.batcher import Batcher
 from embedops.service.errors import install_error_handlers
 from embedops.service.limits import RateLimits
 from embedops.service.metrics import ServiceMetrics
 from embedops.service.request_ids import RequestIds
 from embedops.service.routes import collections, embeddings, experiments, health, similarity
 from embedops.service.state import Services
-from embedops.service.variants import ServedModel, Variants
+from embedops.service.variants import ServedModel, Variants, make_batcher
 
 logger = logging.getLogger(__name__)
 
 
 class _Observe:
     """ASGI middleware: rate-limit headers on every keyed response, and request metrics by
-    route template and status."""
+    route template, status, model version and variant (``ServiceMonitor.request``)."""
 
     def __init__(
-        self, app: ASGIApp, metrics: ServiceMetrics, limits: Callable[[], RateLimits]
+        self, app: ASGIApp, monitor: ServiceMonitor, limits: Callable[[], RateLimits]
     ) -> None:
         self.app = app
-        self.metrics = metrics
+        self.monitor = monitor
         self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -66,10 +66,9 @@ class _Observe:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(path, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+            path = getattr(scope.get("route"), "path", "unmatched")
+            seconds = time.perf_counter() - started
+            self.monitor.request(path, scope["method"], status, seconds, scope.get("state", {}))
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -80,6 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
         >>> uvicorn.run(create_app(Settings(backend="hash")), port=8000)
     """
     metrics = ServiceMetrics()
+    monitor = ServiceMonitor(settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -97,15 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
         logger.info(
             "model %s loaded in %.1fs", embedder.spec.version, time.perf_counter() - started
         )
-        batcher = Batcher(
-            embedder,
-            workers=processor.workers,
-            batch_tokens=processor.batch_tokens,
-            max_rows=256 if processor.batch_tokens is not None else 1024,
-            max_wait=settings.max_batch_wait_ms / 1000,
-            max_queued=settings.queue_size,
-            on_batch=metrics.observe_batch,
-        )
+        batcher = make_batcher(processor, settings, metrics)
         batcher.start()
         variants = Variants(
             settings=settings,
@@ -121,11 +113,14 @@ def create_app(settings: Settings) -> FastAPI:
             limits=RateLimits(settings),
             metrics=metrics,
             variants=variants,
+            monitor=monitor,
         )
         await variants.start()
+        monitor.start(lambda: served_batchers(app.state.services))
         try:
             yield
         finally:
+            await monitor.stop()
             await variants.stop()
             await batcher.stop()
             processor.close()
@@ -140,7 +135,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for module in (embeddings, similarity, collections, health, experiments):
         app.include_router(module.router)
-    app.add_middleware(_Observe, metrics=metrics, limits=lambda: app.state.services.limits)
+    app.add_middleware(_Observe, monitor=monitor, limits=lambda: app.state.services.limits)
     app.add_middleware(RequestIds, variants=lambda: _variants(app))
     return app
 

@@ -65,7 +65,7 @@ class Batcher:
         max_rows: rows per batch at most.
         max_wait: seconds an idle batcher waits for more texts before it embeds.
         max_queued: texts waiting at most.
-        on_batch: called with each batch's texts and tokens (metrics).
+        on_batch: called with each batch's texts, tokens and the model version (metrics).
     """
 
     def __init__(
@@ -77,7 +77,7 @@ class Batcher:
         max_rows: int = 256,
         max_wait: float = 0.002,
         max_queued: int = 4096,
-        on_batch: Callable[[int, int], None] | None = None,
+        on_batch: Callable[[int, int, str], None] | None = None,
     ) -> None:
         self.embedder = embedder
         self.workers = max(1, workers)
@@ -211,7 +211,8 @@ class Batcher:
         texts = [item.job.texts[item.index] for item in batch]
         try:
             if self.on_batch is not None:
-                self.on_batch(len(texts), sum(item.length for item in batch))
+                tokens = sum(item.length for item in batch)
+                self.on_batch(len(texts), tokens, self.embedder.spec.version)
             vectors = await loop.run_in_executor(self._pool, self.embedder.embed, texts)
             error: BaseException | None = None
         except Exception as exc:  # handed to the requests of this batch

@@ -16,7 +16,9 @@ Every error leaves as ``{"error": {"message", "type", "param", "code"}}``.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -170,9 +172,28 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return _response(500, "internal error; see the service log", "server_error", None, None)
 
 
+Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
+
+
+def _tagged(handler: Handler) -> Handler:
+    """``handler``, also noting the error's code (or type) on ``request.state.error_type``
+    for the metrics (``embedops_errors_total``)."""
+
+    async def tag(request: Request, exc: Exception) -> JSONResponse:
+        response = await handler(request, exc)
+        try:
+            error = json.loads(bytes(response.body))["error"]
+            request.state.error_type = str(error.get("code") or error.get("type"))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            request.state.error_type = "unknown"
+        return response
+
+    return tag
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map embedops errors, request validation and HTTP errors to OpenAI's error shape."""
-    app.add_exception_handler(EmbedopsError, _embedops_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(EmbedopsError, _tagged(_embedops_error))
+    app.add_exception_handler(RequestValidationError, _tagged(_validation_error))
+    app.add_exception_handler(StarletteHTTPException, _tagged(_http_error))
+    app.add_exception_handler(Exception, _tagged(_unexpected))

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from embedops.config import Settings
 from embedops.errors import StoreError
 from embedops.models.base import Embedder
+from embedops.monitoring.service import ServiceMonitor
 from embedops.processor import EmbeddingProcessor
 from embedops.service.auth import ApiKey, KeyStore
 from embedops.service.batcher import Batcher
@@ -79,6 +80,7 @@ class Services:
     limits: RateLimits
     metrics: ServiceMetrics
     variants: Variants  # the running experiment's models (service/variants.py)
+    monitor: ServiceMonitor  # metrics, cache, drift, canary, history (monitoring/service.py)
     writers: CollectionWriters = field(default_factory=CollectionWriters)
     started: float = field(default_factory=time.time)
 
@@ -136,12 +138,7 @@ class Services:
         capped = [min(n, limit) for n in lengths]
         tokens = sum(capped)
         await self.limits.hit(key, tokens=tokens)
-        self.metrics.tokens.labels(key.id).inc(tokens)
-        self.metrics.queue_depth.set(batcher.queued + len(texts))
-        try:
-            vectors = await batcher.embed(texts, capped)
-        finally:
-            self.metrics.queue_depth.set(batcher.queued)
+        vectors = await self.monitor.embed(key.id, batcher, texts, capped)
         return vectors, tokens
 
     async def in_thread(self, work: Callable[[], T]) -> T:

@@ -125,13 +125,14 @@ async def upsert(
             keep=body.keep,
         )
 
-    def work() -> tuple[RunReport, int]:
-        reports = [write(processor) for processor in processors]
-        return reports[0], sum(r.tokens for r in reports)
+    def work() -> list[RunReport]:
+        return [write(processor) for processor in processors]
 
-    report, tokens = await services.writers.run(name, work)
+    reports = await services.writers.run(name, work)
+    report, tokens = reports[0], sum(r.tokens for r in reports)
     await services.limits.charge(key, tokens)
-    services.metrics.tokens.labels(key.id).inc(tokens)
+    for written in reports:
+        services.metrics.tokens.labels(key.id, written.model_version).inc(written.tokens)
     quarantine: list[Quarantined] = []
     if report.quarantine_path:
         for line in Path(report.quarantine_path).read_text(encoding="utf-8").splitlines():

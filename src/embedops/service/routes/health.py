@@ -41,5 +41,5 @@ async def metrics(request: Request, services: ServicesDep) -> Response:
     """Prometheus metrics; with ``metrics_auth`` on, only for a key with the admin scope."""
     if services.settings.metrics_auth:
         await require("admin")(request)
-    services.metrics.queue_depth.set(services.batcher.queued)
+    services.monitor.before_scrape()
     return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
