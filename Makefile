@@ -32,7 +32,7 @@ typecheck:
 check: lint typecheck test
 
 bench:  ## every backend against sentence-transformers; writes benchmarks/results/bench.json
-	$(VENV)/bin/embedops bench
+	$(PY) -m benchmarks.bench
 
 clean:
 	rm -rf .embedops .pytest_cache .mypy_cache .ruff_cache
