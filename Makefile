@@ -36,7 +36,7 @@ bench:  ## every backend against sentence-transformers; writes benchmarks/result
 	$(PY) -m benchmarks.bench
 
 wheel:  ## the wheel users install, in dist/ (tests/test_wheel.py checks it alone)
-	rm -rf dist
+	rm -rf dist build
 	$(PY) -m pip wheel --quiet --no-deps --wheel-dir dist .
 
 image:  ## the service image (deploy/Dockerfile; needs Docker Hub and PyTorch's CPU index)

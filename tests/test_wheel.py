@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -57,9 +58,23 @@ def _check(command: list[str], *, timeout: float, cwd: Path | None = None) -> No
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     base = tmp_path_factory.mktemp("wheel")
     assert not base.is_relative_to(ROOT)
+    # Build from a copy of the checkout's files (tracked or not ignored): a build/ folder left
+    # in the checkout by an earlier build could leak stale modules into the wheel.
+    tree = base / "tree"
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    for name in files:
+        if (ROOT / name).is_file():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, tree / name)
     dist = base / "dist"
     _check(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(dist), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(dist), str(tree)],
         timeout=300,
     )
     (wheel,) = dist.glob("embedops-*.whl")
@@ -91,6 +106,11 @@ def test_the_wheel_holds_the_package_and_its_files(installed: Installed) -> None
     ):
         assert name in names
     assert not [n for n in names if n.startswith(("benchmarks/", "tests/"))]
+    tracked = subprocess.run(
+        ["git", "ls-files", "src/embedops"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    missing = [t for t in tracked if t.removeprefix("src/") not in names]
+    assert not missing, f"files of the package left out of the wheel: {missing}"
     located = subprocess.run(
         [str(installed.bin / "python"), "-c", "import embedops; print(embedops.__file__)"],
         cwd=installed.work,
