@@ -417,8 +417,7 @@ def bench(
 ) -> None:
     """Compare the backends on your texts: speed, load time, agreement with the reference.
 
-    The developers' benchmark against sentence-transformers (shared data) runs from a source
-    checkout: python -m benchmarks.bench (benchmarks/README.md).
+    Against sentence-transformers, from a source checkout: python -m benchmarks.bench.
     """
     from embedops.bench import read_texts, run_bench
 
