@@ -1,4 +1,4 @@
-"""`embedops bench`: every backend against sentence-transformers, on the same texts, in one run.
+"""`python -m benchmarks.bench`: every backend against sentence-transformers, on the same texts.
 
 Measures, alternating contenders round by round to cancel drift:
 - throughput (texts/s, tokens/s, ratio to the peer) on STS-B dev sentences, AG News items and
@@ -183,7 +183,9 @@ def _rate(count: float, timing: Timing) -> tuple[float, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="embedops bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--backends", default=",".join(ALL_BACKENDS))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--texts", type=int, default=1024, help="texts per input set")
@@ -401,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "fp32_matmul_gflops": {str(k): round(v, 1) for k, v in gflops.items()},
         "model_mflops_per_token": round(flops_per_text(config, 1) / 1e6, 1),
     }
-    results["command"] = "embedops bench " + " ".join(argv or sys.argv[1:])
+    results["command"] = "python -m benchmarks.bench " + " ".join(argv or sys.argv[1:])
     results["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

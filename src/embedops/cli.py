@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from embedops.bench import DEFAULT_BACKENDS as DEFAULT_BENCH_BACKENDS
 from embedops.config import Settings
 from embedops.errors import ConfigError, EmbedopsError
 from embedops.logs import configure_logging
@@ -386,24 +387,77 @@ def compare(
     _guard(run)
 
 
-@app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-)
-def bench(ctx: typer.Context) -> None:
-    """Benchmark every backend against sentence-transformers (see benchmarks/README.md).
+@app.command()
+def bench(
+    source: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Your texts: a .txt file (one per line), or CSV, TSV, JSONL or Parquet "
+            "(see --text-field). Default: a few built-in sentences."
+        ),
+    ] = None,
+    text_field: Annotated[str, typer.Option(help="Field holding the text.")] = "text",
+    format: Annotated[
+        str | None, typer.Option("--format", help="csv, tsv, jsonl or parquet.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Texts to read at most.")] = 1000,
+    backends: Annotated[str, typer.Option(help="Backends to compare: a,b,c.")] = ",".join(
+        DEFAULT_BENCH_BACKENDS
+    ),
+    reference: Annotated[
+        str | None,
+        typer.Option(help="Backend the others are compared with (default: torch if it runs)."),
+    ] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Timed rounds per backend.")] = 3,
+    output: Annotated[
+        Path | None, typer.Option("--out", help="Also write the results as JSON here.")
+    ] = None,
+    model: ModelOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Compare the backends on your texts: speed, load time, agreement with the reference.
 
-    Runs from a source checkout; `embedops bench --help` lists its options.
+    Against sentence-transformers, from a source checkout: python -m benchmarks.bench.
     """
-    import importlib
-    import sys
+    from embedops.bench import read_texts, run_bench
 
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "benchmarks" / "bench.py").is_file():
-        err.print("error: embedops bench runs from a source checkout (benchmarks/ not found)")
-        raise typer.Exit(ConfigError.exit_code)
-    sys.path.insert(0, str(root))
-    importlib.import_module("benchmarks.bench").main(list(ctx.args))
+    def run() -> None:
+        texts = read_texts(source, text_field=text_field, limit=limit, fmt=format)
+        results = run_bench(
+            texts,
+            backends=_split(backends),
+            reference=reference,
+            rounds=rounds,
+            settings=_settings(None, model),
+        )
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(json.dumps(results, indent=2) + "\n")
+        if json_out:
+            out.print_json(json.dumps(results))
+            return
+        table = Table(
+            title=f"{results['texts']:,} texts, {results['mean_tokens']} tokens on average, "
+            f"best of {rounds} rounds; agreement with {results['reference']}"
+        )
+        columns = ("backend", "load s", "texts/s", "median", "tokens/s", "cos min", "cos mean")
+        for column in (*columns, "top-10 shared"):
+            table.add_column(column, justify="left" if column == "backend" else "right")
+        for row in results["results"]:
+            table.add_row(
+                row["backend"],
+                f"{row['load_s']:.2f}",
+                f"{row['texts_per_s']:,.0f}",
+                f"{row['texts_per_s_median']:,.0f}",
+                f"{row['tokens_per_s']:,.0f}",
+                *(
+                    "" if row[k] is None else f"{row[k]:.4f}"
+                    for k in ("cosine_min", "cosine_mean", "neighbour_overlap")
+                ),
+            )
+        out.print(table)
+
+    _guard(run)
 
 
 def main() -> None:
