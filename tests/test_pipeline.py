@@ -93,6 +93,7 @@ def test_keep_metadata_and_row_layout(
         "text",
         "content_hash",
         "meta_hash",
+        "raw_hash",
         "model_version",
         "updated_at",
         "cat",

@@ -8,6 +8,7 @@ counted in ``CleanStats``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import html
 import json
@@ -19,17 +20,20 @@ import threading
 import unicodedata
 import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from numpy.typing import NDArray
 
 from embedops.errors import ConfigError, MissingField, StoreError
 from embedops.sources import SourceBatch
-from embedops.state import IdSet, Scratch, hash64
+from embedops.state import RAW_FLAGS, U64, IdSet, Scratch, hash64
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +160,10 @@ class CleanRow(NamedTuple):
     metadata: dict[str, Any]
     cut: bool = False
     delete: bool = False  # a change feed's delete of ``id`` (no text)
+    # The raw hash of the cells the row was made from, with what cleaning changed in its
+    # flag bits (``Cleaner.raw_hashes``, ``state.RAW_FLAGS``); 0: none (a change feed).
+    raw: int = 0
+    meta: str = ""  # ``meta_hash`` of the kept metadata
 
 
 @dataclass(frozen=True)
@@ -197,6 +205,23 @@ class CleanStats:
             self.markup += bool(changed & MARKUP)
             self.normalized += bool(changed & NORMALIZED)
 
+    def count_all(self, flags: NDArray[np.uint8]) -> None:
+        """Count the changes of many texts at once (flags as ``count`` takes them)."""
+        if len(flags) and flags.any():
+            self.control_chars += int(np.count_nonzero(flags & CONTROL_CHARS))
+            self.markup += int(np.count_nonzero(flags & MARKUP))
+            self.normalized += int(np.count_nonzero(flags & NORMALIZED))
+
+
+class Known(NamedTuple):
+    """Rows of a batch that the table holds exactly as they were read
+    (``state.StoredState.match``): whether each row is one, its id hash and its cleaning
+    flags."""
+
+    found: NDArray[np.bool_]
+    id_hashes: U64
+    flags: NDArray[np.uint8]
+
 
 _SURROGATES = re.compile("[\udc80-\udcff]")
 # Entities whose '&' was lost, as in AG News ("doesn #39;t", "the  #36;10", " quot;"): a match
@@ -211,6 +236,10 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 CONTROL_CHARS, MARKUP, NORMALIZED = 1, 2, 4  # what ``clean`` changed, as bit flags
+# Part of every raw hash (``Cleaner.raw_hashes``). Raise it whenever a change here can clean
+# the same cells into another row (text, id, metadata or a reason): stored raw hashes then
+# match nothing, and the next run cleans every row again.
+CLEAN_VERSION = 1
 # Characters kept per model token when a long text is cut before cleaning: a token is 4-5
 # characters of prose; markup and runs of spaces removed by cleaning leave room to spare.
 CHARS_PER_TOKEN = 64
@@ -306,6 +335,19 @@ def _restore_entities(text: str, pattern: re.Pattern[str]) -> str:
     return "".join(pieces)
 
 
+# One encoder for every ``meta_hash`` (``json.dumps`` with ``default`` builds one a call).
+_META_JSON = json.JSONEncoder(default=str)
+
+
+def meta_hash(keep: Sequence[str], metadata: dict[str, Any]) -> str:
+    """A hash of a row's kept fields, names included (so keeping another field changes it);
+    empty when nothing is kept."""
+    if not keep:
+        return ""
+    blob = _META_JSON.encode([[name, metadata.get(name)] for name in keep])
+    return hashlib.blake2b(blob.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
 def content_hash(text: str) -> str:
     """Stable hash of a cleaned text: the key for change detection and the embedding cache."""
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
@@ -344,56 +386,168 @@ class Cleaner:
             seen = IdSet(scratch.folder("seen"))
         self._seen = seen
 
+    def raw_hashes(self, batch: SourceBatch) -> U64 | None:
+        """A 128-bit hash of the cells of each record that cleaning reads (the id, the text
+        fields and the kept fields; the row number without an id field), keyed by all else
+        that decides what they clean into: the field spec, the cleaning options,
+        ``CLEAN_VERSION``, the cells' encoding and the columns' types. Two records with one
+        raw hash clean into the same row, so a stored row with the hash of a record read now
+        is that record unchanged (``state.StoredState.match``). ``(rows, 2)`` little-endian
+        words, the flag bits (``state.RAW_FLAGS``) clear; ``None`` in a change feed or when
+        a cell has a type it does not hash (nested values)."""
+        if self.feed:
+            return None
+        spec = self.spec
+        records = batch.records
+        rows = batch.num_rows
+        recipe: list[Any] = [
+            CLEAN_VERSION,
+            batch.encoding.value,
+            spec.id_field,
+            spec.text_field,
+            spec.template,
+            spec.keep,
+            self.options.normalize,
+            self.options.strip_markup,
+            self.options.max_chars,
+        ]
+        parts: list[pa.Array | pa.Scalar] = []
+        cells: list[pa.Array] = []
+        if spec.id_field is None:
+            numbers = np.arange(batch.first_row, batch.first_row + rows, dtype=np.int64)
+            cells.append(pa.array(numbers))
+        names = (*([spec.id_field] if spec.id_field else []), *spec.text_fields, *spec.keep)
+        present = set(records.schema.names)
+        for name in names:
+            column = records.column(name) if name in present else pa.nulls(rows, pa.binary())
+            recipe.append(str(column.type) if name in present else None)
+            cells.append(column)
+        for column in cells:
+            encoded = _cell_bytes(column)
+            if encoded is None:
+                return None
+            size = pc.cast(pc.binary_length(encoded), pa.string()).cast(pa.binary())
+            parts += (
+                pc.if_else(pc.is_valid(encoded), size, _NULL_CELL),
+                _COLON,
+                pc.fill_null(encoded, _EMPTY),
+            )
+        joined = pc.binary_join_element_wise(*parts, _EMPTY).to_pylist()
+        # The recipe goes in as blake2b's personalisation (free, unlike a key: one block more).
+        person = hashlib.blake2b(json.dumps(recipe).encode(), digest_size=16).digest()
+        blake2b = hashlib.blake2b
+        digests = b"".join([blake2b(v, digest_size=16, person=person).digest() for v in joined])
+        words = np.frombuffer(digests, dtype="<u8").astype(np.uint64).reshape(rows, 2)
+        words[:, 1] &= ~np.uint64(RAW_FLAGS)
+        words[words[:, 0] == 0, 0] = 1  # 0 stands for no hash
+        return words
+
     def clean(self, batch: SourceBatch) -> tuple[list[CleanRow], list[QuarantineRecord]]:
         """Split one batch into rows to embed and rows to quarantine. A row rejected for its
         own content claims no id: the first valid occurrence of an id wins."""
+        good, bad, _ = self.clean_known(batch)
+        return good, bad
+
+    def clean_known(
+        self, batch: SourceBatch, raw: U64 | None = None, known: Known | None = None
+    ) -> tuple[list[CleanRow], list[QuarantineRecord], int]:
+        """``clean``, with each row's raw hash (``raw_hashes``) kept in its ``CleanRow``;
+        rows that the table holds as they were read (``known``) are not cleaned again: they
+        only claim their id (a repeated one is quarantined as a duplicate, as in ``clean``)
+        and are counted. Returns the rows to look up, the rows to quarantine, and how many
+        known rows were kept (unchanged)."""
+        spec = self.spec
+        fast = np.zeros(batch.num_rows, dtype=bool) if known is None else known.found
+        slow = np.flatnonzero(~fast)
+        part = batch
+        if len(slow) < batch.num_rows:  # decode only the rows to clean
+            part = dataclasses.replace(batch, records=batch.records.take(pa.array(slow)))
+        columns = self._columns(part)
+        words = None if raw is None else (raw[:, 0].tolist(), raw[:, 1].tolist())
+        good: list[CleanRow] = []
+        where: list[int] = []  # each good row's index in ``columns``
+        bad: list[QuarantineRecord] = []
+        for j, i in enumerate(slow.tolist()):
+            hashed = 0 if words is None else words[0][i] | words[1][i] << 64
+            outcome = self._clean_record(batch.first_row + i, j, columns, hashed)
+            if type(outcome) is CleanRow:
+                good.append(outcome)
+                where.append(j)
+            else:
+                bad.append(outcome)  # type: ignore[arg-type]
+        kept = int(np.count_nonzero(fast))
+        if known is not None and kept:
+            self.stats.count_all(known.flags[fast])
+        if spec.id_field is not None and (good or kept) and not self.feed:
+            good, duplicates, repeated = self._first_occurrences(good, where, columns, batch, known)
+            kept -= repeated
+            if duplicates:
+                bad = sorted([*bad, *duplicates], key=lambda record: record.row)
+        return good, bad, kept
+
+    def _columns(self, batch: SourceBatch) -> dict[str, list[Any]]:
+        """The batch's fields as Python values, with the fields the spec names and the
+        batch lacks as ``None``."""
         spec = self.spec
         columns = {name: batch.values(name) for name in batch.records.schema.names}
         wanted = (*spec.text_fields, *spec.keep, *([spec.id_field] if spec.id_field else []))
         for name in (*wanted, *([OP_FIELD] if self.feed else [])):
             if name not in columns:
                 columns[name] = [None] * batch.num_rows
-        good: list[CleanRow] = []
-        where: list[int] = []  # each good row's index in the batch
-        bad: list[QuarantineRecord] = []
-        for i in range(batch.num_rows):
-            outcome = self._clean_record(batch.first_row + i, i, columns)
-            if type(outcome) is CleanRow:
-                good.append(outcome)
-                where.append(i)
-            else:
-                bad.append(outcome)  # type: ignore[arg-type]
-        if spec.id_field is not None and good and not self.feed:
-            good, duplicates = self._first_occurrences(good, where, columns)
-            if duplicates:
-                bad = sorted([*bad, *duplicates], key=lambda record: record.row)
-        return good, bad
+        return columns
 
     def _first_occurrences(
-        self, rows: list[CleanRow], where: list[int], columns: dict[str, list[Any]]
-    ) -> tuple[list[CleanRow], list[QuarantineRecord]]:
-        """``rows`` without the ids seen before (in this batch or an earlier one), and the
-        quarantine records of those."""
+        self,
+        rows: list[CleanRow],
+        where: list[int],
+        columns: dict[str, list[Any]],
+        batch: SourceBatch,
+        known: Known | None,
+    ) -> tuple[list[CleanRow], list[QuarantineRecord], int]:
+        """``rows`` without the ids seen before (in this batch or an earlier one), the
+        quarantine records of those, and how many of them were ``known`` rows (which take
+        part in batch order, with their stored id hashes, but are not in ``rows``)."""
+        first_row = batch.first_row
+        fast = np.zeros(0, dtype=np.int64) if known is None else np.flatnonzero(known.found)
+        at = np.fromiter((r.row - first_row for r in rows), np.int64, len(rows))
         hashes = hash64([row.id for row in rows])
-        seen, first_rows = self._seen.first_rows(hashes)
-        first = first_rows.copy()
-        _, firsts = np.unique(hashes, return_index=True)
-        new = np.zeros(len(rows), dtype=bool)
+        # Each candidate's index in ``rows``, or -1 - its index in ``fast`` (a known row).
+        slot = np.arange(len(rows))
+        if len(fast):
+            assert known is not None
+            at = np.concatenate([at, fast])
+            hashes = np.concatenate([hashes, known.id_hashes[fast]])
+            slot = np.concatenate([slot, -1 - np.arange(len(fast))])
+            order = np.argsort(at, kind="stable")
+            at, hashes, slot = at[order], hashes[order], slot[order]
+        numbers = (at + first_row).astype(np.uint64)
+        seen, first = self._seen.first_rows(hashes)
+        _, firsts, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+        new = np.zeros(len(hashes), dtype=bool)
         new[firsts] = True
         new &= ~seen
-        if not seen.any() and new.all():
-            self._seen.add(hashes, np.fromiter((r.row for r in rows), np.uint64, len(rows)))
-            return rows, []
-        # In-batch repeats point at the row of their first occurrence.
-        owner = {int(h): rows[i].row for i, h in enumerate(hashes) if new[i]}
-        keep: list[CleanRow] = []
+        self._seen.add(hashes[new], numbers[new])
+        if new.all():
+            return rows, [], 0
+        keep = [rows[k] for k, n in zip(slot.tolist(), new.tolist(), strict=True) if n and k >= 0]
         duplicates: list[QuarantineRecord] = []
-        for i, row in enumerate(rows):
-            if new[i]:
-                keep.append(row)
-                continue
-            earlier = int(first[i]) if seen[i] else owner[int(hashes[i])]
-            values = {name: column[where[i]] for name, column in columns.items()}
+        repeated = 0
+        for k in np.flatnonzero(~new).tolist():
+            # In-batch repeats point at the row of their first occurrence.
+            earlier = int(first[k]) if seen[k] else int(numbers[firsts[inverse[k]]])
+            if slot[k] >= 0:
+                row = rows[slot[k]]
+                values = {name: column[where[slot[k]]] for name, column in columns.items()}
+            else:  # a known row: cleaned now, for its id and values
+                repeated += 1
+                one = dataclasses.replace(batch, records=batch.records.slice(int(at[k]), 1))
+                one_columns = self._columns(one)
+                outcome = self._clean_record(int(numbers[k]), 0, one_columns, count=False)
+                if not isinstance(outcome, CleanRow):  # cannot be: the table holds it
+                    duplicates.append(outcome)
+                    continue
+                row = outcome
+                values = {name: column[0] for name, column in one_columns.items()}
             duplicates.append(
                 QuarantineRecord(
                     row.row,
@@ -403,13 +557,13 @@ class Cleaner:
                     values,
                 )
             )
-        self._seen.add(hashes[new], np.fromiter((r.row for r in keep), np.uint64, len(keep)))
-        return keep, duplicates
+        return keep, duplicates, repeated
 
     def _clean_record(
-        self, row: int, i: int, columns: dict[str, list[Any]]
+        self, row: int, i: int, columns: dict[str, list[Any]], raw: int = 0, count: bool = True
     ) -> CleanRow | QuarantineRecord:
-        """Record ``i`` of ``columns`` (row ``row`` of the input), cleaned or rejected."""
+        """Record ``i`` of ``columns`` (row ``row`` of the input), cleaned or rejected.
+        ``raw``: its raw hash (flag bits clear); ``count``: count its changes in ``stats``."""
         spec = self.spec
 
         def reject(reason: Reason, detail: str, item_id: str | None) -> QuarantineRecord:
@@ -485,11 +639,16 @@ class Cleaner:
         text, changed = clean(raw_text, self.options.normalize, self.options.strip_markup)
         if not text.strip():
             return reject(Reason.EMPTY_TEXT, "text is empty after cleaning", item_id)
-        self.stats.count(changed)
-        metadata = (
-            {name: _metadata_value(columns[name][i]) for name in spec.keep} if spec.keep else {}
-        )
-        return CleanRow(row, item_id, text, content_hash(text), metadata, cut)
+        if count:
+            self.stats.count(changed)
+        if spec.keep:
+            metadata = {name: _metadata_value(columns[name][i]) for name in spec.keep}
+            meta = meta_hash(spec.keep, metadata)
+        else:
+            metadata, meta = {}, ""
+        if raw:
+            raw |= changed << 64
+        return CleanRow(row, item_id, text, content_hash(text), metadata, cut, raw=raw, meta=meta)
 
     def _template_text(
         self,
@@ -525,6 +684,40 @@ class Cleaner:
             if not value.isascii() and _SURROGATES.search(value):
                 return reject(Reason.INVALID_UTF8, f"field {name!r} is not valid UTF-8", item_id)
         return spec.template.format(**parts)
+
+
+# Pieces of the length-prefixed cells that ``Cleaner.raw_hashes`` hashes: ``<bytes>:<cell>``,
+# or ``-:`` for a missing value.
+_EMPTY = pa.scalar(b"", pa.binary())
+_COLON = pa.scalar(b":", pa.binary())
+_NULL_CELL = pa.scalar(b"-", pa.binary())
+
+
+def _cell_bytes(column: pa.Array) -> pa.Array | None:
+    """The cells of a column as ``binary``, distinct values as distinct bytes (strings and
+    bytes as they are; numbers, booleans, dates and times as text), or ``None`` for a type
+    without such a form (lists, structs)."""
+    kind = column.type
+    if (
+        pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+    ):
+        return column.cast(pa.binary())
+    if not (
+        pa.types.is_null(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_decimal(kind)
+        or pa.types.is_temporal(kind)
+    ):
+        return None
+    try:
+        return pc.cast(column, pa.string()).cast(pa.binary())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
 
 
 def _metadata_value(value: Any) -> Any:

@@ -250,6 +250,9 @@ def embed(
     ] = None,
 ) -> None:
     """Embed the records of a file into a collection (unchanged rows are skipped)."""
+    from embedops.memory import tune_malloc
+
+    tune_malloc()  # before the run's threads and buffers: peak memory flat with the input
     from embedops.processor import EmbeddingProcessor
     from embedops.progress import RichProgress
 

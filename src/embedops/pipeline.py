@@ -9,15 +9,13 @@ next commit, not by the input.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import queue
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -31,10 +29,12 @@ from embedops.cleaning import (
     CleanOptions,
     CleanRow,
     FieldSpec,
+    Known,
     QuarantineRecord,
     QuarantineWriter,
     Reason,
 )
+from embedops.cleaning import meta_hash as meta_hash  # re-exported: pipeline.meta_hash
 from embedops.embed_cache import EmbedCache
 from embedops.embedding import ZERO_VECTOR, embed_with_retry
 from embedops.errors import ConfigError, ModelError, TooManyBadRows
@@ -184,27 +184,50 @@ class BadRowBudget:
 class VectorCache:
     """Vectors of texts embedded in this run, keyed by content hash (bounded, LRU).
 
-    The cache lives for one run and one model version, so the hash alone is the key.
+    The cache lives for one run and one model version, so the hash alone is the key. Vectors
+    are kept in rows of one matrix of ``size`` rows (allocated on the first ``put``, reused
+    as entries go): a window's new vectors are copied in with one assignment, not one array
+    each, and nothing kept pins a window's matrix.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
+        self._slots: OrderedDict[str, int] = OrderedDict()
+        self._matrix: NDArray[np.float32] | None = None
+        self._used = 0  # rows of the matrix handed out so far
 
     def get(self, key: str) -> NDArray[np.float32] | None:
-        vector = self._items.get(key)
-        if vector is not None:
-            self._items.move_to_end(key)
+        """A copy of the vector of ``key`` (its row is reused once dropped), or ``None``."""
+        slot = self._slots.get(key)
+        if slot is None:
+            return None
+        self._slots.move_to_end(key)
+        assert self._matrix is not None
+        vector: NDArray[np.float32] = self._matrix[slot].copy()
         return vector
 
     def put(self, keys: Sequence[str], vectors: NDArray[np.float32]) -> None:
         """Add one vector per key (the rows of ``vectors``), dropping the least recently used.
-        The keys are new (each was a miss of ``get``). Each row is copied, so that a kept
-        vector does not keep its whole window's matrix."""
-        items = self._items
-        items.update(zip(keys, [row.copy() for row in vectors], strict=True))
-        while len(items) > self.size:
-            items.popitem(last=False)
+        The keys are new (each was a miss of ``get``)."""
+        if not len(keys) or self.size <= 0:
+            return
+        if len(keys) > self.size:  # only the last ``size`` would stay
+            keys, vectors = keys[-self.size :], vectors[-self.size :]
+        if self._matrix is None:
+            self._matrix = np.empty((self.size, vectors.shape[1]), dtype=np.float32)
+        slots = self._slots
+        rows = np.empty(len(keys), dtype=np.intp)
+        for j, key in enumerate(keys):
+            slot = slots.pop(key, None)
+            if slot is None:
+                if self._used < self.size:
+                    slot = self._used
+                    self._used += 1
+                else:
+                    _, slot = slots.popitem(last=False)
+            slots[key] = slot
+            rows[j] = slot
+        self._matrix[rows] = vectors
 
 
 @dataclass(frozen=True)
@@ -229,15 +252,6 @@ class Pending:
 
     def __len__(self) -> int:
         return len(self.rows) + len(self.metadata)
-
-
-def meta_hash(keep: Sequence[str], metadata: dict[str, Any]) -> str:
-    """A hash of a row's kept fields, names included (so keeping another field changes it);
-    empty when nothing is kept."""
-    if not keep:
-        return ""
-    blob = json.dumps([[name, metadata.get(name)] for name in keep], default=str)
-    return hashlib.blake2b(blob.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 _DONE = object()
@@ -358,6 +372,7 @@ class Run:
         self.cache = VectorCache(options.cache_size)
         self._tokenizer_json = embedder.spec.path / "tokenizer.json"  # drift's [UNK] rate
         self._state: StoredState | None = None
+        self._state_future: Future[StoredState] | None = None
         self._cache_lookups = 0  # texts looked up in the shared embedding cache
         self._position = 0
         self._lock = threading.Lock()
@@ -416,7 +431,11 @@ class Run:
                     if self.progress:
                         self.progress.stop()
                 return
-            self._state = self.writer.state(self.scratch.folder("stored"))
+            # The table's state is read in a thread of its own while the reader starts on the
+            # input: rows need it only once their raw hashes are made.
+            stater = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedops-state")
+            self._state_future = stater.submit(self.writer.state, self.scratch.folder("stored"))
+            stater.shutdown(wait=False)
             try:
                 # Reading and cleaning run in one thread, token counting in another, each a
                 # window ahead of the next stage: the backends release the GIL while they
@@ -429,6 +448,7 @@ class Run:
                     for window in windows:
                         self._flush(window)
                         self._tick()
+                    self._stored()  # an input without rows never waited: raise its errors
                     self.writer.flush()
                     if self.options.delete_missing:
                         self._delete_missing()  # under the writer's lock, after every write
@@ -447,6 +467,7 @@ class Run:
                         stage.stop()  # both first: the counter may be waiting on the reader
                     for stage in (windows, rows):
                         stage.join()
+                    wait([self._state_future])  # before the scratch folder goes
             finally:
                 self.quarantine.close()
                 if self.progress:
@@ -500,16 +521,17 @@ class Run:
         counted; rows to embed and metadata-only changes are yielded, ``sort_window`` at a
         time."""
         report = self.report
-        keep = self.cleaner.spec.keep
         pending = Pending()
-        assert self._state is not None
         for batch in self.source.batches():
             report.read += batch.num_rows
-            good = self._clean(batch)
+            good, kept = self._clean(batch)
+            report.unchanged += kept
             if good:
-                stored, content, meta = self._state.lookup(hash64([r.id for r in good]))
+                state = self._stored()
+                assert state is not None
+                stored, content, meta = state.lookup(hash64([r.id for r in good]))
                 mine = hex64([r.content_hash for r in good])
-                metas = [meta_hash(keep, r.metadata) for r in good]
+                metas = [r.meta for r in good]
                 for i, row in enumerate(good):
                     if not stored[i]:
                         pending.rows.append(row)
@@ -528,16 +550,22 @@ class Run:
         if pending:
             yield pending
 
+    def _stored(self) -> StoredState | None:
+        """The table's state at the start of the run (waiting while it is read); ``None`` for
+        a change feed, which looks rows up as it goes."""
+        if self._state is None and self._state_future is not None:
+            self._state = self._state_future.result()
+        return self._state
+
     def _apply_feed(self) -> None:
         """Apply a change feed in order. Each batch is cut into segments in which no id
         comes twice; a segment is looked up in the table as it is after the segments before
         it (they are committed first), so an id upserted, deleted and upserted again in one
         feed ends as the last line says, and each line is counted by what it did."""
         report = self.report
-        keep = self.cleaner.spec.keep
         for batch in self.source.batches():
             report.read += batch.num_rows
-            good = self._clean(batch)
+            good, _ = self._clean(batch)
             self._position = batch.position
             for segment in _segments(good):
                 self.writer.flush()
@@ -554,7 +582,7 @@ class Run:
                     elif old[0] != row.content_hash:
                         pending.rows.append(row)
                         pending.stored.add(row.id)
-                    elif (old[1] or "") != meta_hash(keep, row.metadata):
+                    elif (old[1] or "") != row.meta:
                         pending.metadata.append(row)
                     else:
                         report.unchanged += 1
@@ -564,10 +592,17 @@ class Run:
                 report.deleted += len(deletes)
                 self._tick()
 
-    def _clean(self, batch: SourceBatch) -> list[CleanRow]:
+    def _clean(self, batch: SourceBatch) -> tuple[list[CleanRow], int]:
         """Clean a batch and quarantine its bad rows, and the lines before it that were no
-        record at all (``malformed_row``, with their line and raw text)."""
-        good, bad = self.cleaner.clean(batch)
+        record at all (``malformed_row``, with their line and raw text). Rows the table
+        holds as they were read (the same raw hash, see ``Cleaner.raw_hashes``) are not
+        cleaned again; returns the rows to look up and how many such rows were kept."""
+        raw = self.cleaner.raw_hashes(batch)
+        known = None
+        state = self._stored()
+        if raw is not None and state is not None and state.has_raw:
+            known = Known(*state.match(raw))
+        good, bad, kept = self.cleaner.clean_known(batch, raw, known)
         if batch.malformed:
             self.report.read += len(batch.malformed)
             bad = [
@@ -581,7 +616,7 @@ class Run:
                 for m in batch.malformed
             ] + bad
         self._quarantine(bad)
-        return good
+        return good, kept
 
     def _delete_missing(self) -> None:
         """Delete the stored ids that the input did not hold (the input is a full snapshot).
@@ -622,7 +657,8 @@ class Run:
             self.writer.update_metadata(
                 [r.id for r in changed],
                 {name: [r.metadata[name] for r in changed] for name in names},
-                [meta_hash(names, r.metadata) for r in changed],
+                [r.meta for r in changed],
+                [r.raw for r in changed],
             )
             self.report.metadata_updated += len(changed)
         rows = window.rows
@@ -680,7 +716,8 @@ class Run:
             hashes=hashes,
             metadata={name: [r.metadata[name] for r in keep] for name in names},
             replace=replace,
-            meta_hashes=[meta_hash(names, r.metadata) for r in keep],
+            meta_hashes=[r.meta for r in keep],
+            raw_hashes=[r.raw for r in keep],
         )
         self.report.updated += len(replace)
         self.report.inserted += len(keep) - len(replace)

@@ -1,8 +1,9 @@
 """The vector store: LanceDB tables under one directory, one per collection and model version.
 
-Each row holds ``id``, ``vector``, ``text``, ``content_hash``, ``model_version``, ``updated_at``
-and the kept metadata columns. Writers take an exclusive lock per table (LanceDB allows one
-writer per table: concurrent ``merge_insert`` can duplicate keys).
+Each row holds ``id``, ``vector``, ``text``, ``content_hash``, ``meta_hash``, ``raw_hash`` (the
+input cells the row was made from; see ``cleaning.Cleaner.raw_hashes``), ``model_version``,
+``updated_at`` and the kept metadata columns. Writers take an exclusive lock per table (LanceDB
+allows one writer per table: concurrent ``merge_insert`` can duplicate keys).
 """
 
 from __future__ import annotations
@@ -44,9 +45,13 @@ SYSTEM_COLUMNS = (
     "text",
     "content_hash",
     "meta_hash",
+    "raw_hash",
     "model_version",
     "updated_at",
 )
+# System columns that a write without them sets to null in a table that has them (their
+# value says something about the row's content: a stale one would be wrong).
+_NULLABLE_COLUMNS = ("meta_hash", "raw_hash")
 # Rows a scan of a table reads at a time (bounded memory however large the table).
 SCAN_ROWS = 65_536
 # New rows gathered before one commit (see ``Writer``).
@@ -508,12 +513,9 @@ class Writer:
         """What the table holds, as ``state.StoredState`` in ``folder`` (streamed: memory
         stays flat however large the table)."""
         state = StoredState(folder)
-        for batch in self.scan(["id", "content_hash", "meta_hash"]):
-            state.add(
-                batch.column(0).to_pylist(),
-                batch.column(1).to_pylist(),
-                batch.column(2).to_pylist(),
-            )
+        for batch in self.scan(["id", "content_hash", "meta_hash", "raw_hash"]):
+            state.add_batch(batch)
+        state.compact()
         return state
 
     @contextmanager
@@ -537,10 +539,12 @@ class Writer:
         *,
         replace: set[str],
         meta_hashes: list[str] | None = None,
+        raw_hashes: Sequence[int] | None = None,
     ) -> None:
         """Add new rows (gathered; see the class) and replace the rows whose id is in
         ``replace`` (committed at once). ``meta_hashes``: each row's hash of its kept
-        metadata (see ``pipeline.meta_hash``)."""
+        metadata (see ``pipeline.meta_hash``); ``raw_hashes``: each row's raw hash with its
+        cleaning flags (``cleaning.CleanRow.raw``; 0 or none: null)."""
         if not ids:
             return
         now = datetime.now(UTC)
@@ -553,6 +557,7 @@ class Writer:
                 "text": pa.array(texts, pa.string()),
                 "content_hash": pa.array(hashes, pa.string()),
                 "meta_hash": pa.array(meta_hashes or [""] * len(ids), pa.string()),
+                "raw_hash": raw_column(raw_hashes, len(ids)),
                 "model_version": pa.repeat(pa.scalar(self.model_version, pa.string()), len(ids)),
                 "updated_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), len(ids)),
             }
@@ -624,11 +629,15 @@ class Writer:
             raise self._unwritable(exc) from exc
 
     def update_metadata(
-        self, ids: list[str], metadata: dict[str, list[Any]], meta_hashes: list[str]
+        self,
+        ids: list[str],
+        metadata: dict[str, list[Any]],
+        meta_hashes: list[str],
+        raw_hashes: Sequence[int] | None = None,
     ) -> None:
         """Rewrite the kept metadata of stored rows whose text did not change (no embedding:
         the vector and text stay). Kept fields that this input does not keep are set to
-        null. Committed at once, after what was gathered."""
+        null. ``raw_hashes`` as in ``write``. Committed at once, after what was gathered."""
         if not ids or self._table is None:
             return
         now = datetime.now(UTC)
@@ -636,6 +645,7 @@ class Writer:
             columns: dict[str, Any] = {
                 "id": pa.array(ids, pa.string()),
                 "meta_hash": pa.array(meta_hashes, pa.string()),
+                "raw_hash": raw_column(raw_hashes, len(ids)),
                 "updated_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), len(ids)),
             }
             for name, values in metadata.items():
@@ -682,7 +692,7 @@ class Writer:
         for field in schema:
             if field.name in data.column_names:
                 continue
-            if field.name in SYSTEM_COLUMNS and (partial or field.name != "meta_hash"):
+            if field.name in SYSTEM_COLUMNS and (partial or field.name not in _NULLABLE_COLUMNS):
                 continue
             data = data.append_column(field.name, pa.nulls(data.num_rows, field.type))
         if partial:
@@ -762,6 +772,20 @@ def _describe_holder(fh: IO[str]) -> str:
     return f"another writer (pid {pid} on {host}, since {since})"
 
 
+def raw_column(raw_hashes: Sequence[int] | None, rows: int) -> pa.Array:
+    """The ``raw_hash`` column: each 128-bit value as 16 little-endian bytes, null for 0."""
+    if not raw_hashes:
+        return pa.nulls(rows, pa.binary(16))
+    data = b"".join([h.to_bytes(16, "little") for h in raw_hashes])
+    valid = np.fromiter((h != 0 for h in raw_hashes), dtype=bool, count=len(raw_hashes))
+    if valid.all():
+        return pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), rows, [None, pa.py_buffer(data)])
+    mask = pa.array(valid).buffers()[1]
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(16), rows, [mask, pa.py_buffer(data)], null_count=int((~valid).sum())
+    )
+
+
 def _kept_column(name: str, values: list[Any], ids: list[str]) -> pa.Array:
     """The Arrow column of kept field ``name``; when its values do not make one column (types
     that do not mix, such as 'n/a' among numbers), a ``StoreError`` naming the field and the
@@ -838,7 +862,7 @@ def _equals(schema: pa.Schema, name: str, value: Any) -> str:
         ConfigError: ``name`` is not a filterable column of ``schema``, or ``value`` is not a
             string, number, boolean or ``None``.
     """
-    columns = [f.name for f in schema if f.name not in ("vector", "content_hash")]
+    columns = [f.name for f in schema if f.name not in ("vector", "content_hash", "raw_hash")]
     if name not in columns:
         raise ConfigError(
             f"cannot filter on {name!r}: not a stored field; filterable fields: "
