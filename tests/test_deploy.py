@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -384,6 +385,13 @@ def test_smoke_script_passes_against_a_running_service(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert "all checks passed" in result.stderr
         assert "3 vectors of" in result.stderr
+        # The running service declares every metric the alerts and the dashboard read.
+        text = httpx.get(f"{server.url}/metrics").text
+        declared = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+        missing = sorted(
+            n for n in CONTRACT_METRICS if not _known(n, declared | _counted(declared))
+        )
+        assert not missing, f"the service does not export {missing}"
         result = _smoke(server.url, "--key", "wrong-key", "--wait", "30")
         assert result.returncode == 1 and "POST /v1/embeddings: 401" in result.stderr
         result = _smoke(server.url, "--key", token, "--expect-version", "nope", "--wait", "30")
@@ -392,3 +400,8 @@ def test_smoke_script_passes_against_a_running_service(tmp_path: Path) -> None:
         server.stop()
     result = _smoke(server.url, "--wait", "1")  # stopped: nothing answers
     assert result.returncode == 1 and "/healthz: no answer" in result.stderr
+
+
+def _counted(names: set[str]) -> set[str]:
+    """Counter names as samples carry them (``# TYPE x counter`` is sampled as ``x_total``)."""
+    return {f"{n}_total" for n in names}
