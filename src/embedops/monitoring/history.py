@@ -142,7 +142,8 @@ def append_line(store: Path, line: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def _moment(value: object) -> float | None:
+def parse_time(value: object) -> float | None:
+    """Unix seconds of an ISO 8601 time (naive: UTC); ``None`` when it is not one."""
     if not isinstance(value, str):
         return None
     try:
@@ -154,16 +155,16 @@ def _moment(value: object) -> float | None:
     return moment.timestamp()
 
 
-def read_history(store: Path, since: float | datetime | None = None) -> list[dict[str, Any]]:
-    """The history lines of ``store`` at or after ``since`` (Unix seconds or a datetime), in
-    time order. Lines that cannot be read (torn, not JSON, no time) are skipped with a
-    warning; a store without history gives ``[]``."""
-    cutoff = since.timestamp() if isinstance(since, datetime) else since
-    path = history_path(store)
+def read_history_lines(
+    path: Path, since: float | None = None
+) -> tuple[list[tuple[float, dict[str, Any]]], int]:
+    """The history lines of the file ``path`` at or after ``since`` (Unix seconds), as
+    ``(time, line)`` in time order, and how many lines could not be read (torn, not JSON, no
+    time). A missing file gives ``([], 0)``."""
     try:
         handle = path.open(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        return []
+        return [], 0
     lines: list[tuple[float, dict[str, Any]]] = []
     skipped = 0
     with handle:
@@ -175,13 +176,23 @@ def read_history(store: Path, since: float | datetime | None = None) -> list[dic
             except ValueError:
                 skipped += 1
                 continue
-            moment = _moment(record.get("time")) if isinstance(record, dict) else None
+            moment = parse_time(record.get("time")) if isinstance(record, dict) else None
             if moment is None:
                 skipped += 1
                 continue
-            if cutoff is None or moment >= cutoff:
+            if since is None or moment >= since:
                 lines.append((moment, record))
+    lines.sort(key=lambda item: item[0])
+    return lines, skipped
+
+
+def read_history(store: Path, since: float | datetime | None = None) -> list[dict[str, Any]]:
+    """The history lines of ``store`` at or after ``since`` (Unix seconds or a datetime), in
+    time order. Lines that cannot be read (torn, not JSON, no time) are skipped with a
+    warning; a store without history gives ``[]``."""
+    cutoff = since.timestamp() if isinstance(since, datetime) else since
+    path = history_path(store)
+    lines, skipped = read_history_lines(path, cutoff)
     if skipped:
         logger.warning("%s: skipped %d unreadable line(s)", path, skipped)
-    lines.sort(key=lambda item: item[0])
     return [record for _, record in lines]

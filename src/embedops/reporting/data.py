@@ -5,8 +5,8 @@ be read is skipped and counted in ``ReportData.notes`` (the report says so), nev
 that loses the whole report.
 
 - Monitoring history: ``<store>/.monitoring/history.jsonl``, one JSON object a line (the
-  service's monitor writes it; format in ``docs/mlops.md``). ``read_history`` here is a
-  small reader of its own until the monitoring module's reader is the one to share.
+  service's monitor writes it; format in ``docs/monitoring.md``), read with
+  ``embedops.monitoring.history.read_history_lines``.
 - Experiments: the names in ``<store>/experiments.json``, each reported by
   ``embedops.experiments.report.experiment_report(store, name)``, imported lazily: without
   that module the report has no experiments.
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from embedops.errors import EmbedopsError, StoreError
+from embedops.monitoring.history import parse_time, read_history_lines
 
 logger = logging.getLogger(__name__)
 
@@ -109,49 +110,6 @@ class ReportData:
         default_factory=lambda: dict(DEFAULT_DRIFT_THRESHOLDS)
     )
     notes: list[str] = field(default_factory=list)
-
-
-def parse_time(value: object) -> float | None:
-    """Unix seconds of an ISO 8601 time (naive: UTC); ``None`` when it is not one."""
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
-def read_history(
-    path: Path, *, since: float | None = None
-) -> tuple[list[tuple[float, dict[str, Any]]], int]:
-    """The monitoring lines of ``path`` at or after ``since``, as ``(time, line)`` in time
-    order, and how many lines could not be read (torn, not JSON, no time)."""
-    lines: list[tuple[float, dict[str, Any]]] = []
-    skipped = 0
-    try:
-        handle = path.open(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return [], 0
-    with handle:
-        for raw in handle:
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                skipped += 1
-                continue
-            moment = parse_time(record.get("time")) if isinstance(record, dict) else None
-            if moment is None:
-                skipped += 1
-                continue
-            if since is None or moment >= since:
-                lines.append((moment, record))
-    lines.sort(key=lambda item: item[0])
-    return lines, skipped
 
 
 def experiment_names(store: Path) -> list[str]:
@@ -339,7 +297,7 @@ def load_report_data(
     data = ReportData(store=str(store), generated=generated, since_hours=since_hours)
     if drift_thresholds:
         data.drift_thresholds.update(drift_thresholds)
-    data.history, skipped = read_history(store / HISTORY_FILE, since=since)
+    data.history, skipped = read_history_lines(store / HISTORY_FILE, since)
     if skipped:
         data.notes.append(f"{skipped} line(s) of {HISTORY_FILE} could not be read and are left out")
     data.experiments = load_experiments(store, data.notes)
