@@ -261,8 +261,8 @@ class Settings(BaseSettings):
         default=10_000,
         ge=0,
         le=10_000_000,
-        description="Vectors of repeated texts the service keeps in memory, per process, by "
-        "model version and text (0: no cache).",
+        description="Vectors of repeated texts the service keeps in memory, per process and "
+        "model version (0: no cache).",
     )
     drift_window: int = Field(
         default=2000,

@@ -149,12 +149,14 @@ def test_variants_route_embeddings_and_searches(live: Live) -> None:
         versions = {"a": live.a, "b": live.b}
         keys = [live.key() for _ in range(16)]
         served: dict[str, str] = {}
+        answered: Counter[str] = Counter()
         for token, key_id in keys * 2:  # twice: the same key keeps its variant
             reply = _embed(live, token)
             assert reply.status_code == 200, reply.text
             label = reply.headers["x-embedops-variant"]
             assert label == assign(experiment, key_id).label
             assert served.setdefault(key_id, label) == label
+            answered[label] += 1
             assert reply.headers["x-embedops-model-version"] == versions[label]
             assert len(reply.json()["data"][0]["embedding"]) == dims[label]
         assert set(served.values()) == {"a", "b"}
@@ -202,6 +204,16 @@ def test_variants_route_embeddings_and_searches(live: Live) -> None:
         assert re.search(
             r'embedops_experiment_requests_total\{experiment="ab",variant="b"\} [1-9]', metrics
         )
+        # Request metrics carry the variant and its model version; batches their version.
+        for label, version in versions.items():
+            pinned_here = 1 if label == "b" else 0  # the request that named b's version
+            line = (
+                f'embedops_requests_total{{method="POST",model_version="{version}",'
+                f'route="/v1/embeddings",status="200",variant="{label}"}} '
+            )
+            series = re.findall(re.escape(line) + r"(\S+)", _sorted_labels(metrics))
+            assert [float(v) for v in series] == [answered[label] + pinned_here]
+            assert f'embedops_batch_texts_count{{model_version="{version}"}}' in metrics
     finally:
         live.stop("ab")
     after = _embed(live, keys[0][0])
@@ -341,3 +353,15 @@ def _embed_default(server: Server) -> httpx.Response:
     )
     assert reply.status_code == 200, reply.text
     return reply
+
+
+def _sorted_labels(metrics: str) -> str:
+    """Prometheus text with each sample's labels sorted by name (exposition order is the
+    order the metric declared them in)."""
+
+    def sort(match: re.Match[str]) -> str:
+        pairs = re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2))
+        inner = ",".join(f'{k}="{v}"' for k, v in sorted(pairs))
+        return f"{match.group(1)}{{{inner}}}"
+
+    return re.sub(r"^(\w+)\{([^}]*)\}", sort, metrics, flags=re.M)

@@ -61,7 +61,7 @@ class ServiceMonitor:
     def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.cache = VectorCache(settings.service_cache_size)
+        self._caches: dict[str, VectorCache] = {}  # one per model version (dimensions differ)
         limits = thresholds(settings)
         self.drift = DriftMonitor(
             settings.store, settings.drift_window, limits, DriftGauges(metrics.registry, limits)
@@ -81,10 +81,11 @@ class ServiceMonitor:
         spec = batcher.embedder.spec
         version = spec.version
         self.metrics.tokens.labels(key_id, version).inc(sum(lengths))
-        keys = [f"{version}\0{text}" for text in texts]
-        cached = [self.cache.get(k) for k in keys] if self.cache.size > 0 else [None] * len(keys)
+        cache = self.cache(version)
+        keys = list(texts)
+        cached = [cache.get(k) for k in keys] if cache.size > 0 else [None] * len(keys)
         missing = [i for i, vector in enumerate(cached) if vector is None]
-        if self.cache.size > 0:
+        if cache.size > 0:
             self.metrics.cache.labels(version, "hit").inc(len(texts) - len(missing))
             self.metrics.cache.labels(version, "miss").inc(len(missing))
         if len(missing) == len(texts):
@@ -98,14 +99,21 @@ class ServiceMonitor:
                 vectors[missing] = await self._batch(
                     batcher, [texts[i] for i in missing], [lengths[i] for i in missing]
                 )
-        if self.cache.size > 0 and missing:
+        if cache.size > 0 and missing:
             first: dict[str, int] = {}  # a text twice in one request is kept once
             for i in missing:
                 first.setdefault(keys[i], i)
-            self.cache.put(list(first), vectors[list(first.values())])
+            cache.put(list(first), vectors[list(first.values())])
         self.drift.observe(version, texts, lengths, vectors, spec.path / "tokenizer.json")
         self.history.embedded(len(texts), sum(lengths))
         return vectors
+
+    def cache(self, version: str) -> VectorCache:
+        """The vector cache of ``version`` (``service_cache_size`` texts, LRU)."""
+        cache = self._caches.get(version)
+        if cache is None:
+            cache = self._caches[version] = VectorCache(self.settings.service_cache_size)
+        return cache
 
     async def _batch(
         self, batcher: Batcher, texts: Sequence[str], lengths: Sequence[int]
