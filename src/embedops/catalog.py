@@ -14,9 +14,7 @@ The catalog of a collection is ``<store>/.collections/<collection>.json``, rewri
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -25,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from embedops.errors import ConfigError, StoreError
+from embedops.jsonfile import exclusive, write_atomic
 
 FORMAT = 1
 
@@ -91,9 +90,7 @@ class Catalog:
 
     @contextmanager
     def _edit(self, collection: str) -> Iterator[_Document]:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with (self.folder / f".{collection}.lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive(self.folder / f".{collection}.lock", what="published versions"):
             document = self._read(collection)
             yield document
             data = {
@@ -102,10 +99,7 @@ class Catalog:
                 "history": [asdict(entry) for entry in document.history],
                 "built": document.built,
             }
-            path = self._path(collection)
-            temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            temp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-            temp.replace(path)
+            write_atomic(self._path(collection), data, what="the published versions", indent=1)
 
     def published(self, collection: str) -> Published | None:
         """The version readers of ``collection`` see (``None``: nothing published yet)."""

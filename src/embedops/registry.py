@@ -20,10 +20,8 @@ one. (``embedops.models.registry`` finds model files on disk; this module keeps 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import logging
-import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,6 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from embedops.errors import ConfigError, ModelLoadError, QualityGateFailed, StoreError
+from embedops.jsonfile import exclusive, write_atomic
 from embedops.model_versions import (
     Alias,
     Evaluation,
@@ -165,41 +164,17 @@ class ModelRegistry:
     @contextmanager
     def _edit(self) -> Iterator[_Document]:
         """Read the registry under an exclusive lock and write it back whole (atomically)."""
-        try:
-            self.store.mkdir(parents=True, exist_ok=True)
-            lock = (self.store / LOCK_FILE).open("a")
-        except OSError as exc:
-            raise StoreError(
-                f"cannot write the model registry in {self.store} ({exc.strerror}); "
-                f"check the path and its permissions"
-            ) from exc
-        with lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive(self.store / LOCK_FILE, what="the model registry"):
             doc = self._read()
             yield doc
-            self._write(doc)
-
-    def _write(self, doc: _Document) -> None:
-        data = {
-            "format": FORMAT,
-            "versions": {v: r.to_dict() for v, r in doc.versions.items()},
-            "aliases": {
-                a.name: {"version": a.version, "set_at": a.set_at} for a in doc.aliases.values()
-            },
-        }
-        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            with temp.open("w", encoding="utf-8") as fh:
-                fh.write(json.dumps(data, indent=2) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            temp.replace(self.path)
-        except OSError as exc:
-            temp.unlink(missing_ok=True)
-            raise StoreError(
-                f"cannot write the model registry {self.path} ({exc.strerror}); "
-                f"check free space and permissions"
-            ) from exc
+            data = {
+                "format": FORMAT,
+                "versions": {v: r.to_dict() for v, r in doc.versions.items()},
+                "aliases": {
+                    a.name: {"version": a.version, "set_at": a.set_at} for a in doc.aliases.values()
+                },
+            }
+            write_atomic(self.path, data, what="the model registry")
 
     def register(self, record: ModelVersion) -> ModelVersion:
         """Add ``record``; a version already registered is kept as it is (with its scores).

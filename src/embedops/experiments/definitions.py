@@ -16,11 +16,9 @@ variant serves.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import logging
 import math
-import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from embedops.errors import ConfigError, StoreError
+from embedops.jsonfile import exclusive, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -247,35 +246,14 @@ class ExperimentStore:
     @contextmanager
     def _edit(self) -> Iterator[dict[str, Experiment]]:
         """Read the definitions under an exclusive lock and write them back whole."""
-        try:
-            self.store.mkdir(parents=True, exist_ok=True)
-            lock = (self.store / LOCK_FILE).open("a")
-        except OSError as exc:
-            raise StoreError(
-                f"cannot write experiments in {self.store} ({exc.strerror}); check the path "
-                f"and its permissions"
-            ) from exc
-        with lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive(self.store / LOCK_FILE, what="experiments"):
             experiments = self._read()
             yield experiments
-            self._write(experiments)
-
-    def _write(self, experiments: dict[str, Experiment]) -> None:
-        data = {"format": FORMAT, "experiments": {n: e.to_dict() for n, e in experiments.items()}}
-        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            with temp.open("w", encoding="utf-8") as fh:
-                fh.write(json.dumps(data, indent=2) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            temp.replace(self.path)
-        except OSError as exc:
-            temp.unlink(missing_ok=True)
-            raise StoreError(
-                f"cannot write the experiments file {self.path} ({exc.strerror}); check free "
-                f"space and permissions"
-            ) from exc
+            data = {
+                "format": FORMAT,
+                "experiments": {n: e.to_dict() for n, e in experiments.items()},
+            }
+            write_atomic(self.path, data, what="the experiments file")
 
     def put(self, experiment: Experiment, *, replace: bool = False) -> Experiment:
         """Store ``experiment``; a running one must be the only running one.
