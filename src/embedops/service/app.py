@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedops.config import Settings
 from embedops.monitoring.service import ServiceMonitor, served_batchers
@@ -23,52 +22,12 @@ from embedops.service.auth import KeyStore, keys_path
 from embedops.service.errors import install_error_handlers
 from embedops.service.limits import RateLimits
 from embedops.service.metrics import ServiceMetrics
-from embedops.service.request_ids import RequestIds
+from embedops.service.observe import Observe
 from embedops.service.routes import collections, embeddings, experiments, health, similarity
 from embedops.service.state import Services
 from embedops.service.variants import ServedModel, Variants, make_batcher
 
 logger = logging.getLogger(__name__)
-
-
-class _Observe:
-    """ASGI middleware: rate-limit headers on every keyed response, and request metrics by
-    route template, status, model version and variant (``ServiceMonitor.request``)."""
-
-    def __init__(
-        self, app: ASGIApp, monitor: ServiceMonitor, limits: Callable[[], RateLimits]
-    ) -> None:
-        self.app = app
-        self.monitor = monitor
-        self.limits = limits
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_headers(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                key = scope.get("state", {}).get("key")
-                headers = list(message.get("headers", []))
-                if key is not None and not any(
-                    k == b"x-ratelimit-limit-requests" for k, _ in headers
-                ):
-                    limit = await self.limits().state(key)
-                    headers += [(k.encode(), v.encode()) for k, v in limit.headers().items()]
-                    message["headers"] = headers
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_headers)
-        finally:
-            path = getattr(scope.get("route"), "path", "unmatched")
-            seconds = time.perf_counter() - started
-            self.monitor.request(path, scope["method"], status, seconds, scope.get("state", {}))
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -135,15 +94,14 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for module in (embeddings, similarity, collections, health, experiments):
         app.include_router(module.router)
-    app.add_middleware(_Observe, monitor=monitor, limits=lambda: app.state.services.limits)
-    app.add_middleware(RequestIds, variants=lambda: _variants(app))
+    app.add_middleware(Observe, monitor=monitor, services=lambda: _services(app))
     return app
 
 
-def _variants(app: FastAPI) -> Variants | None:
-    """The app's ``Variants`` once the lifespan made them."""
+def _services(app: FastAPI) -> Services | None:
+    """The app's ``Services`` once the lifespan made them."""
     services: Services | None = getattr(app.state, "services", None)
-    return services.variants if services is not None else None
+    return services
 
 
 def app_from_env() -> FastAPI:
